@@ -1,0 +1,23 @@
+"""Forward SDEs, their perturbation kernels and an exact Gaussian-mixture oracle.
+
+Song, Sohl-Dickstein, Kingma, Kumar, Ermon and Poole, "Score-Based Generative Modeling
+through Stochastic Differential Equations", ICLR 2021.
+"""
+
+from ._base import AbstractSDE as AbstractSDE
+from ._base import expand_time as expand_time
+from ._mixture import GaussianMixture as GaussianMixture
+from ._mixture import MixtureOracle as MixtureOracle
+from ._ve import VESDE as VESDE
+from ._vp import VPSDE as VPSDE
+from ._vp import SubVPSDE as SubVPSDE
+
+__all__ = [
+    "AbstractSDE",
+    "GaussianMixture",
+    "MixtureOracle",
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "expand_time",
+]
