@@ -74,12 +74,16 @@ def batch_max_rms(y: PyTree[Array]) -> Array:
     return jnp.sqrt(jnp.max(sq) / n)
 
 
-def stepping(grid, rtol: float, atol: float, per_sample: bool, s_grid: bool = True):
-    """``(stepsize_controller, dt0)`` for a fixed grid or adaptive control."""
+def stepping(grid, rtol: float, atol: float, span: float, s_grid: bool = True):
+    """``(stepsize_controller, dt0)`` for a fixed grid or adaptive control.
+
+    Adaptive solves start with ``dt0 = span / 100``: an explicit first step keeps the
+    evaluation count a pure function of the step count (diffrax 0.7.2 skips its
+    initial-step search for wrapped terms and uses 0.01 anyway).
+    """
     if grid is not None:
         return diffrax.StepTo(ts=-grid if s_grid else grid), None
-    norm = diffrax.rms_norm if per_sample else batch_max_rms
-    return diffrax.PIDController(rtol=rtol, atol=atol, norm=norm), None
+    return diffrax.PIDController(rtol=rtol, atol=atol, norm=batch_max_rms), span / 100
 
 
 def reverse_pf_drift(score_fn: ScoreFn, sde):
@@ -170,12 +174,9 @@ def evaluations_per_step(solver) -> tuple[int, int] | None:
     return None
 
 
-def count_evaluations(solver, num_steps: Array, adaptive_ode: bool) -> Array:
-    """Vector-field evaluations a diffeqsolve spent (``-1`` where not countable).
-
-    ``num_steps`` counts accepted and rejected steps; an adaptive ODE solve with
-    ``dt0=None`` spends two more on choosing its first step (Hairer's algorithm).
-    """
+def count_evaluations(solver, num_steps: Array) -> Array:
+    """Vector-field evaluations a diffeqsolve spent (``-1`` where not countable);
+    ``num_steps`` counts accepted and rejected steps."""
     per_step = evaluations_per_step(solver)
     if per_step is None:
         warnings.warn(
@@ -185,7 +186,7 @@ def count_evaluations(solver, num_steps: Array, adaptive_ode: bool) -> Array:
         )
         return jnp.full_like(num_steps, -1)
     k, first = per_step
-    return k * num_steps + first + (2 if adaptive_ode else 0)
+    return k * num_steps + first
 
 
 def tweedie_denoise(score_fn: ScoreFn, sde, x: Array, t: float) -> Array:

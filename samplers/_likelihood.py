@@ -121,7 +121,7 @@ def log_likelihood(
     if not isinstance(n_probes, int) or n_probes < 1:
         raise ValueError(f"n_probes must be an integer >= 1, got n_probes={n_probes!r}")
     grid = time_grid(steps, ts, eps, sde.T)
-    controller, dt0 = stepping(grid, rtol, atol, per_sample, s_grid=False)
+    controller, dt0 = stepping(grid, rtol, atol, sde.T - eps, s_grid=False)
     t0, t1 = (eps, sde.T) if grid is None else (grid[0], grid[-1])
 
     if divergence == "hutchinson":
@@ -162,7 +162,7 @@ def log_likelihood(
         logp = logp[:, 0]
     else:
         logp, num_steps = solve(x, probes_in)
-    nfe = count_evaluations(solver, num_steps, adaptive_ode=grid is None)
+    nfe = count_evaluations(solver, num_steps)
     stats = {"nfe": nfe.max(), "num_steps": num_steps.max()}
     if per_sample and grid is None:
         stats["nfe_per_sample"] = nfe

@@ -70,7 +70,7 @@ def sample_ode(
     check_eps(eps)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
-    controller, dt0 = stepping(grid, rtol, atol, per_sample)
+    controller, dt0 = stepping(grid, rtol, atol, sde.T - eps)
     term = diffrax.ODETerm(reverse_pf_drift(score_fn, sde))
     s0, s1 = (-sde.T, -eps) if grid is None else (-grid[0], -grid[-1])
 
@@ -94,7 +94,7 @@ def sample_ode(
         x = x[:, 0]
     else:
         x, num_steps = solve(x_T)
-    nfe = count_evaluations(solver, num_steps, adaptive_ode=grid is None)
+    nfe = count_evaluations(solver, num_steps)
     stats = {"nfe": nfe.max(), "num_steps": num_steps.max()}
     if per_sample and grid is None:
         stats["nfe_per_sample"] = nfe

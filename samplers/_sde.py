@@ -49,13 +49,13 @@ def reverse_sde_solve(
         )
     s0, s1 = (-sde.T, -eps) if adaptive else (-grid[0], -grid[-1])
     path = brownian_path(shape, key, solver, s0, s1, adaptive, brownian_tol)
-    controller, dt0 = stepping(grid, rtol, atol, per_sample=False)
+    controller, _ = stepping(grid, rtol, atol, s1 - s0)
     sol = diffrax.diffeqsolve(
         reverse_sde_terms(score_fn, sde, path),
         solver,
         t0=s0,
         t1=s1,
-        dt0=(s1 - s0) / 256 if adaptive else dt0,
+        dt0=(s1 - s0) / 256 if adaptive else None,
         y0=x_T,
         stepsize_controller=controller,
         max_steps=max_steps if adaptive else grid.shape[0] - 1,
@@ -122,7 +122,7 @@ def sample_sde(
         brownian_tol,
         x_T,
     )
-    stats = {"nfe": count_evaluations(solver, num_steps, False), "num_steps": num_steps}
+    stats = {"nfe": count_evaluations(solver, num_steps), "num_steps": num_steps}
     if denoise:
         x = tweedie_denoise(score_fn, sde, x, t_end)
         stats["nfe"] = stats["nfe"] + 1

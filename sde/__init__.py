@@ -6,6 +6,9 @@ through Stochastic Differential Equations", ICLR 2021.
 
 from ._base import AbstractSDE as AbstractSDE
 from ._base import expand_time as expand_time
+from ._losses import dsm_loss as dsm_loss
+from ._losses import dsm_loss_at as dsm_loss_at
+from ._losses import sample_time as sample_time
 from ._mixture import GaussianMixture as GaussianMixture
 from ._mixture import MixtureOracle as MixtureOracle
 from ._ve import VESDE as VESDE
@@ -19,5 +22,8 @@ __all__ = [
     "SubVPSDE",
     "VESDE",
     "VPSDE",
+    "dsm_loss",
+    "dsm_loss_at",
     "expand_time",
+    "sample_time",
 ]

@@ -1,0 +1,1 @@
+"""Runnable side: configs, data, training, CLI."""

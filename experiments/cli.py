@@ -1,0 +1,36 @@
+"""The ``scoresde`` command line: ``scoresde COMMAND [options]``."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "oracle": ("experiments.oracle", "every sampler and the likelihood on an exact score"),
+    "bench": ("experiments.bench", "benchmarks (overhead, likelihood accuracy, compile time)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: scoresde COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:12s} {doc}" for name, (_, doc) in COMMANDS.items()]
+    lines += ["", "scoresde COMMAND --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"scoresde: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Names to objects, in one place: the library itself only ever takes objects."""
+
+from __future__ import annotations
+
+import difflib
+
+import diffrax
+
+import sde
+
+SOLVERS = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "bosh3": diffrax.Bosh3,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "shark": diffrax.ShARK,
+    "sra1": diffrax.SRA1,
+    "sea": diffrax.SEA,
+    "spark": diffrax.SPaRK,
+}
+
+SDES = {"vp": sde.VPSDE, "subvp": sde.SubVPSDE, "ve": sde.VESDE}
+
+
+def lookup(table: dict, name: str, what: str):
+    """``table[name]``, or a ``ValueError`` that lists the valid names."""
+    try:
+        return table[name.lower()]
+    except KeyError:
+        close = difflib.get_close_matches(name.lower(), table, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(
+            f"unknown {what} {name!r}{hint}; choose one of {', '.join(sorted(table))}"
+        ) from None
+
+
+def solver(name: str) -> diffrax.AbstractSolver:
+    return lookup(SOLVERS, name, "solver")()
+
+
+def make_sde(name: str, **hyper) -> sde.AbstractSDE:
+    return lookup(SDES, name, "SDE")(**hyper)

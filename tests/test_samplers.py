@@ -1,0 +1,319 @@
+"""Samplers against exact answers: the Gaussian-mixture oracle and the exact
+probability-flow map of a single Gaussian."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplers
+import sde
+from experiments import metrics
+
+WEIGHTS = [0.1, 0.2, 0.3, 0.4]
+EPS = 1e-3
+
+
+@pytest.fixture(scope="module")
+def ring():
+    # Unequal weights, modes 14 stds apart: nearest-mode shares equal the weights.
+    return sde.GaussianMixture.ring(4, radius=3.0, std=0.3, weights=WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    cov = np.array([[[0.5, 0.2], [0.2, 0.3]]])
+    return sde.GaussianMixture(weights=[1.0], means=[[1.0, -0.5]], covariances=cov)
+
+
+SAMPLERS = {
+    "ode": lambda **kw: samplers.sample_ode(**kw),
+    "sde": lambda **kw: samplers.sample_sde(steps=1000, **kw),
+    "pc": lambda **kw: samplers.sample_pc(steps=1000, snr=0.16, **kw),
+}
+
+
+def _check_against_exact(x, oracle, mixture, key):
+    shares = metrics.mode_shares(x, mixture.means)
+    tv = metrics.total_variation(shares, WEIGHTS)
+    assert tv <= 0.025, f"mode shares {shares} vs weights {WEIGHTS}: TV {tv:.4f}"
+    exact = oracle.sample(jax.random.fold_in(key, 1), 1500, EPS)
+    _, p = metrics.mmd_test(x[:1500], exact, jax.random.fold_in(key, 2), 200)
+    assert p > 0.01, f"MMD permutation test rejects exact samples: p={p:.3f}"
+
+
+@pytest.mark.parametrize("name", ["ode", "sde", "pc"])
+@pytest.mark.parametrize("make_sde", [sde.VPSDE, sde.VESDE], ids=["vp", "ve"])
+def test_mode_weights_and_mmd(name, make_sde, ring):
+    forward = make_sde()
+    oracle = sde.MixtureOracle(ring, forward)
+    key = jax.random.key(7)
+    x, stats = SAMPLERS[name](score_fn=oracle.score, sde=forward, shape=(5000, 2), key=key, eps=EPS)
+    assert x.shape == (5000, 2) and bool(jnp.all(jnp.isfinite(x)))
+    assert int(stats["nfe"]) > 0
+    _check_against_exact(x, oracle, ring, key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ode", "sde", "pc"])
+@pytest.mark.parametrize("make_sde", [sde.VPSDE, sde.VESDE], ids=["vp", "ve"])
+def test_mode_weights_and_mmd_20k(name, make_sde, ring):
+    """The acceptance setting: n = 20,000."""
+    forward = make_sde()
+    oracle = sde.MixtureOracle(ring, forward)
+    key = jax.random.key(11)
+    x, _ = SAMPLERS[name](score_fn=oracle.score, sde=forward, shape=(20000, 2), key=key, eps=EPS)
+    _check_against_exact(x, oracle, ring, key)
+
+
+def test_pc_without_corrector_is_the_reverse_sde(ring):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    kw = dict(score_fn=oracle.score, sde=vp, shape=(64, 2), key=jax.random.key(3), steps=50)
+    x_sde, st_sde = samplers.sample_sde(**kw)
+    x_pc, st_pc = samplers.sample_pc(corrector_steps=0, **kw)
+    np.testing.assert_array_equal(np.asarray(x_sde), np.asarray(x_pc))
+    assert int(st_sde["nfe"]) == int(st_pc["nfe"]) == 50
+    x_pc1, st_pc1 = samplers.sample_pc(corrector_steps=1, **kw)
+    assert int(st_pc1["nfe"]) == 100
+    assert not np.allclose(np.asarray(x_pc1), np.asarray(x_sde))
+
+
+def _fitted_order(errors, steps):
+    return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+
+
+@pytest.mark.parametrize(
+    "solver, order",
+    [(diffrax.Euler(), 1), (diffrax.Heun(), 2), (diffrax.Midpoint(), 2)],
+    ids=["euler", "heun", "midpoint"],
+)
+def test_ode_convergence_order(solver, order, gaussian):
+    """Global error at eps against the exact flow map of a single Gaussian."""
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(gaussian, vp)
+    key, shape = jax.random.key(3), (256, 2)
+    exact = oracle.flow(vp.prior_sample(key, shape), 1.0, EPS)
+    steps = [16, 32, 64, 128]
+    errors = []
+    for n in steps:
+        x, stats = samplers.sample_ode(
+            score_fn=oracle.score, sde=vp, shape=shape, key=key, solver=solver, steps=n, eps=EPS
+        )
+        errors.append(float(jnp.max(jnp.abs(x - exact))))
+    assert abs(_fitted_order(errors, steps) - order) <= 0.3, errors
+
+
+def test_adaptive_ode_reaches_tolerance(gaussian):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(gaussian, vp)
+    key, shape = jax.random.key(4), (256, 2)
+    exact = oracle.flow(vp.prior_sample(key, shape), 1.0, EPS)
+    for solver in (diffrax.Tsit5(), diffrax.Dopri5()):
+        x, _ = samplers.sample_ode(
+            score_fn=oracle.score, sde=vp, shape=shape, key=key, solver=solver, eps=EPS
+        )
+        assert float(jnp.max(jnp.abs(x - exact))) < 1e-3
+
+
+def test_ts_grid_equals_steps(ring):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    kw = dict(score_fn=oracle.score, sde=vp, shape=(32, 2), key=jax.random.key(0))
+    x_steps, _ = samplers.sample_ode(solver=diffrax.Heun(), steps=20, eps=EPS, **kw)
+    x_ts, st = samplers.sample_ode(solver=diffrax.Heun(), ts=jnp.linspace(1.0, EPS, 21), **kw)
+    np.testing.assert_allclose(np.asarray(x_ts), np.asarray(x_steps), rtol=0, atol=1e-6)
+    assert int(st["nfe"]) == 40
+
+
+@pytest.mark.parametrize(
+    "solver, steps",
+    [
+        (diffrax.Euler(), 200),
+        (diffrax.Heun(), 200),
+        (diffrax.ShARK(), 200),
+        (diffrax.SRA1(), 200),
+        (diffrax.SEA(), 400),
+    ],
+    ids=["euler", "heun", "shark", "sra1", "sea"],
+)
+def test_sde_solvers_in_reverse_time(solver, steps, gaussian):
+    """Every exposed SDE solver reproduces p_eps of a Gaussian (mean and covariance).
+
+    The reverse process runs T -> eps; diffrax 0.7.2's ShARK/SRA1/SEA are wrong for
+    t0 > t1 (issue #598), which the samplers avoid by integrating in s = -t.
+    """
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(gaussian, vp)
+    n = 20000
+    x, _ = samplers.sample_sde(
+        score_fn=oracle.score,
+        sde=vp,
+        shape=(n, 2),
+        key=jax.random.key(5),
+        solver=solver,
+        steps=steps,
+        eps=EPS,
+    )
+    a, s = (float(v) for v in vp.marginal(EPS))
+    cov = a**2 * np.asarray(gaussian.covariances()[0]) + s**2 * np.eye(2)
+    x = np.asarray(x, np.float64)
+    mean_err = (x.mean(0) - a * np.array([1.0, -0.5])) / np.sqrt(np.diag(cov) / n)
+    assert np.all(np.abs(mean_err) < 5), mean_err
+    rel = (np.cov(x.T) - cov) / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    assert np.max(np.abs(rel)) < 0.04, rel  # 4 standard errors of a variance at n=20k
+
+
+@pytest.mark.parametrize("solver", [diffrax.Heun(), diffrax.SPaRK()], ids=["heun", "spark"])
+def test_adaptive_sde(solver, gaussian):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(gaussian, vp)
+    n = 4000
+    x, stats = samplers.sample_sde(
+        score_fn=oracle.score,
+        sde=vp,
+        shape=(n, 2),
+        key=jax.random.key(6),
+        solver=solver,
+        rtol=1e-2,
+        atol=1e-2,
+        eps=EPS,
+    )
+    assert int(stats["num_steps"]) > 10
+    a, s = (float(v) for v in vp.marginal(EPS))
+    cov = a**2 * np.asarray(gaussian.covariances()[0]) + s**2 * np.eye(2)
+    rel = (np.cov(np.asarray(x, np.float64).T) - cov) / np.sqrt(
+        np.outer(np.diag(cov), np.diag(cov))
+    )
+    assert np.max(np.abs(rel)) < 0.1, rel  # 4.5 standard errors at n=4000
+
+
+def test_denoise_is_tweedie(ring):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    kw = dict(score_fn=oracle.score, sde=vp, shape=(64, 2), key=jax.random.key(0), steps=10)
+    x, st = samplers.sample_ode(eps=0.05, **kw)
+    x_den, st_den = samplers.sample_ode(eps=0.05, denoise=True, **kw)
+    np.testing.assert_allclose(np.asarray(x_den), np.asarray(oracle.denoiser(x, 0.05)), atol=1e-5)
+    assert int(st_den["nfe"]) == int(st["nfe"]) + 1
+
+
+class _Counter:
+    evaluations = 0
+
+
+def _counting(score_fn):
+    def counted(x, t):
+        jax.debug.callback(lambda: setattr(_Counter, "evaluations", _Counter.evaluations + 1))
+        return score_fn(x, t)
+
+    return counted
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda **kw: samplers.sample_ode(**kw),
+        lambda **kw: samplers.sample_ode(solver=diffrax.Heun(), rtol=1e-3, atol=1e-3, **kw),
+        lambda **kw: samplers.sample_ode(solver=diffrax.Bosh3(), per_sample=True, **kw),
+        lambda **kw: samplers.sample_ode(solver=diffrax.Midpoint(), steps=7, **kw),
+        lambda **kw: samplers.sample_sde(steps=9, **kw),
+        lambda **kw: samplers.sample_sde(solver=diffrax.ShARK(), steps=9, **kw),
+        lambda **kw: samplers.sample_sde(solver=diffrax.SPaRK(), rtol=1e-2, atol=1e-2, **kw),
+        lambda **kw: samplers.sample_pc(steps=9, corrector_steps=2, denoise=True, **kw),
+        lambda score_fn, sde, shape, key: samplers.log_likelihood(
+            score_fn=score_fn, sde=sde, x=jnp.ones(shape), key=key
+        ),
+        lambda score_fn, sde, shape, key: samplers.log_likelihood(
+            score_fn=score_fn,
+            sde=sde,
+            x=jnp.ones(shape),
+            key=key,
+            divergence="hutchinson",
+            n_probes=3,
+            solver=diffrax.Dopri5(),
+        ),
+    ],
+    ids=[
+        "ode-tsit5-adaptive",
+        "ode-heun-adaptive",
+        "ode-bosh3-per-sample",
+        "ode-midpoint-fixed",
+        "sde-euler",
+        "sde-shark",
+        "sde-spark-adaptive",
+        "pc-denoise",
+        "likelihood-exact",
+        "likelihood-hutchinson",
+    ],
+)
+def test_nfe_counts_actual_score_evaluations(call, ring):
+    """stats['nfe'] equals the evaluations counted by a host callback at run time."""
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    _Counter.evaluations = 0
+    out, stats = call(score_fn=_counting(oracle.score), sde=vp, shape=(6, 2), key=jax.random.key(1))
+    jax.block_until_ready(out)
+    jax.effects_barrier()
+    assert int(stats["nfe"]) == _Counter.evaluations
+
+
+def test_second_key_compiles_nothing(ring):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    traces = []
+
+    class Traced(eqx.Module):
+        oracle: sde.MixtureOracle
+
+        def __call__(self, x, t):
+            traces.append(1)  # runs only while tracing
+            return self.oracle.score(x, t)
+
+    score_fn = Traced(oracle)
+    for fn in (samplers.sample_ode, samplers.sample_sde, samplers.sample_pc):
+        kw = {} if fn is samplers.sample_ode else {"steps": 20}
+        fn(score_fn=score_fn, sde=vp, shape=(8, 2), key=jax.random.key(0), **kw)
+        n = len(traces)
+        fn(score_fn=score_fn, sde=vp, shape=(8, 2), key=jax.random.key(1), **kw)
+        assert len(traces) == n, f"{fn.__name__} retraced for a new key"
+    x = jnp.ones((4, 2))
+    samplers.log_likelihood(score_fn=score_fn, sde=vp, x=x, key=jax.random.key(0))
+    n = len(traces)
+    samplers.log_likelihood(score_fn=score_fn, sde=vp, x=x + 1, key=jax.random.key(1))
+    assert len(traces) == n
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(steps=0), "steps=0"),
+        (dict(steps=2.5), "steps=2.5"),
+        (dict(steps=10, ts=jnp.linspace(1, 0.01, 5)), "both"),
+        (dict(eps=0.0), "eps=0.0"),
+        (dict(eps=1.5), "eps=1.5"),
+        (dict(rtol=-1e-3), "rtol=-0.001"),
+        (dict(ts=jnp.ones((2, 2))), "shape"),
+    ],
+)
+def test_bad_input_raises(kwargs, match, ring):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    with pytest.raises(ValueError, match=match):
+        samplers.sample_ode(
+            score_fn=oracle.score, sde=vp, shape=(4, 2), key=jax.random.key(0), **kwargs
+        )
+
+
+def test_bad_grid_and_solver_raise(ring):
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    kw = dict(score_fn=oracle.score, sde=vp, shape=(4, 2), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="Euler"):
+        samplers.sample_sde(solver=diffrax.Euler(), **kw)  # adaptive needs an error estimate
+    with pytest.raises(Exception, match="strictly monotone"):
+        samplers.sample_ode(ts=jnp.array([1.0, 0.5, 0.7, 0.01]), **kw)
+    with pytest.raises(ValueError, match="snr=-1"):
+        samplers.sample_pc(snr=-1.0, steps=5, **kw)
