@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 
@@ -24,10 +26,20 @@ def expand_time(t: ArrayLike, x: Array) -> Array:
     return t.reshape(t.shape + (1,) * (x.ndim - 1))
 
 
-def check_positive_finite(name: str, value: float) -> float:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
+def as_real(name: str, value) -> float:
+    """``value`` as a Python float; any real scalar (Python, numpy, 0-d array) but bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | np.ndarray | jax.Array):
+        raise ValueError(f"{name} must be a real number, got {name}={value!r}")
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
     return float(value)
+
+
+def check_positive_finite(name: str, value) -> float:
+    v = as_real(name, value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
+    return v
 
 
 class AbstractSDE(eqx.Module):
@@ -105,4 +117,4 @@ class AbstractSDE(eqx.Module):
         var = self.prior_std**2
         d = math.prod(x.shape[1:])
         sq = jnp.sum(jnp.reshape(x, (x.shape[0], -1)) ** 2, axis=-1)
-        return -0.5 * sq / var - 0.5 * d * math.log(2 * math.pi * var)
+        return -0.5 * sq / var - 0.5 * d * jnp.log(2 * math.pi * var)

@@ -56,7 +56,9 @@ class GaussianMixture(eqx.Module):
         k, d = mu.shape
         if w.shape != (k,):
             raise ValueError(f"weights must have shape [K]=[{k}], got shape {w.shape}")
-        if np.any(w <= 0) or abs(w.sum() - 1.0) > 1e-6:
+        if not np.all(np.isfinite(mu)):
+            raise ValueError(f"means must be finite, got means={mu.tolist()}")
+        if not np.all(np.isfinite(w)) or np.any(w <= 0) or abs(w.sum() - 1.0) > 1e-6:
             raise ValueError(
                 f"weights must be > 0 and sum to 1, got weights={w.tolist()} (sum {w.sum():.8g})"
             )
@@ -68,8 +70,11 @@ class GaussianMixture(eqx.Module):
                 raise ValueError(
                     f"covariances must have shape [K, D, D]=[{k}, {d}, {d}], got shape {cov.shape}"
                 )
-            if not np.allclose(cov, np.swapaxes(cov, 1, 2), atol=1e-10):
-                raise ValueError("covariances must be symmetric")
+            if not np.all(np.isfinite(cov)):
+                raise ValueError("covariances must be finite, got inf or nan entries")
+            asym = np.abs(cov - np.swapaxes(cov, 1, 2)).max()
+            if asym > 1e-10:
+                raise ValueError(f"covariances must be symmetric, got max |C - C^T| = {asym:.3g}")
             lam, u = np.linalg.eigh(cov)
             if np.any(lam <= 0):
                 raise ValueError(
@@ -77,7 +82,12 @@ class GaussianMixture(eqx.Module):
                     f"{lam.min():.3g}"
                 )
         else:
-            s = np.broadcast_to(np.asarray(stds, dtype=np.float64), (k,))
+            s = np.asarray(stds, dtype=np.float64)
+            if s.shape not in ((), (k,)):
+                raise ValueError(
+                    f"stds must be a scalar or have shape [K]=[{k}], got shape {s.shape}"
+                )
+            s = np.broadcast_to(s, (k,))
             if np.any(s <= 0) or not np.all(np.isfinite(s)):
                 raise ValueError(f"stds must be finite and > 0, got stds={s.tolist()}")
             lam = np.repeat(s[:, None] ** 2, d, axis=1)
@@ -188,9 +198,13 @@ class MixtureOracle(eqx.Module):
         return jnp.sum(r * per_comp, -1) - jnp.sum(score**2, -1)
 
     def denoiser(self, x: Float[Array, "B D"], t: ArrayLike) -> Float[Array, "B D"]:
-        r"""Tweedie's :math:`E[x_0 \mid x_t = x] = (x + s^2 \nabla \log p_t) / a`."""
-        a, s, *_, score = self._score_parts(x, t)
-        return (x + s[:, 0] ** 2 * score) / a[:, 0]
+        r"""Tweedie's :math:`E[x_0 \mid x_t = x] = (x + s^2 \nabla \log p_t) / a`,
+        evaluated as :math:`\sum_k r_k (\mu_k + a \Sigma_k C_k^{-1}(x - a \mu_k))`,
+        which keeps its accuracy where ``a`` is tiny (no cancellation, no ``1/a``)."""
+        a, _, _, v, z, logits = self._parts(x, t)
+        r = jax.nn.softmax(logits, axis=-1)
+        post = jnp.einsum("kde,bke->bkd", self.mixture.eigvecs, self.mixture.eigvals * z / v)
+        return jnp.einsum("bk,bkd->bd", r, self.mixture.means[None] + a * post)
 
     def sample(self, key: PRNGKeyArray, n: int, t: ArrayLike = 0.0) -> Array:
         """Exact samples from ``p_t`` (``t=0`` gives the clean data ``p_0``).

@@ -2,8 +2,6 @@ r"""Variance-exploding SDE (Song et al. 2021, eq. 9), the continuous limit of SM
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
@@ -39,10 +37,10 @@ class VESDE(AbstractSDE):
 
     @property
     def _log_ratio(self) -> float:
-        return math.log(self.sigma_max / self.sigma_min)
+        return jnp.log(self.sigma_max) - jnp.log(self.sigma_min)
 
     def log_sigma(self, t: ArrayLike) -> Array:
-        return math.log(self.sigma_min) + jnp.asarray(t) * self._log_ratio
+        return jnp.log(self.sigma_min) + jnp.asarray(t) * self._log_ratio
 
     def log_mean_coeff(self, t: ArrayLike) -> Array:
         return jnp.zeros_like(jnp.asarray(t, dtype=float))
@@ -54,13 +52,13 @@ class VESDE(AbstractSDE):
         return jnp.zeros_like(jnp.asarray(t, dtype=float))
 
     def diffusion(self, t: ArrayLike) -> Array:
-        return self.std(t) * math.sqrt(2.0 * self._log_ratio)
+        return self.std(t) * jnp.sqrt(2.0 * self._log_ratio)
 
     def log_snr(self, t: ArrayLike) -> Array:
         return -self.log_sigma(t)
 
     def log_snr_inverse(self, lam: ArrayLike) -> Array:
-        return (-jnp.asarray(lam) - math.log(self.sigma_min)) / self._log_ratio
+        return (-jnp.asarray(lam) - jnp.log(self.sigma_min)) / self._log_ratio
 
     @property
     def prior_std(self) -> float:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ._base import AbstractSDE
+from ._base import AbstractSDE, as_real
 
 
-def _check_betas(beta_min: float, beta_max: float) -> tuple[float, float]:
+def _check_betas(beta_min, beta_max) -> tuple[float, float]:
     for name, v in (("beta_min", beta_min), ("beta_max", beta_max)):
-        if not (isinstance(v, int | float) and v >= 0 and v < float("inf")):
+        f = as_real(name, v)
+        if not (f >= 0 and f < float("inf")):
             raise ValueError(f"{name} must be a finite number >= 0, got {name}={v!r}")
+    beta_min, beta_max = float(beta_min), float(beta_max)
     if not beta_max > 0 or beta_max < beta_min:
         raise ValueError(
             "need 0 <= beta_min <= beta_max and beta_max > 0, got "

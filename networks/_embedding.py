@@ -1,0 +1,133 @@
+r"""Embeddings of a scalar conditioning value (time, noise level) per sample.
+
+Both map ``cond`` of shape ``[B]`` to ``[B, embed_dim]``:
+
+* :class:`GaussianFourierProjection` (Tancik et al. 2020; score_sde's NCSN++):
+  :math:`[\sin 2\pi c W, \cos 2\pi c W]` with fixed random :math:`W_j \sim N(0, \text{scale}^2)`.
+* :func:`sinusoidal_embedding` (Vaswani et al. 2017, as in DDPM): frequencies
+  :math:`\omega_j = \text{max\_positions}^{-j/(h-1)}`, :math:`j = 0..h-1`, :math:`h = E/2`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, ArrayLike, Float
+
+from ._checks import check_choice, check_int, check_positive
+from ._init import lecun_uniform
+
+EMBEDDINGS = ("fourier", "sinusoidal")
+
+
+class FourierFrequencies(nnx.Variable):
+    """Fixed random frequencies: a variable that is *not* an :class:`nnx.Param`, so an
+    optimiser built with ``wrt=nnx.Param`` (and ``nnx.grad``'s default) leaves it alone,
+    while checkpoints, which save the whole state, still carry it."""
+
+
+class GaussianFourierProjection(nnx.Module):
+    r"""Random Fourier features of a scalar, :math:`c \mapsto [\sin 2\pi c W, \cos 2\pi c W]`.
+
+    ``W`` (``embed_dim // 2`` frequencies, :math:`N(0, \text{scale}^2)`) is drawn once from
+    ``rngs.params()`` and never trained (a :class:`FourierFrequencies` variable). The
+    default ``scale=16`` suits ``cond`` in ``[0, 1]`` or ``log(sigma)/4``.
+
+    Example::
+
+        emb = GaussianFourierProjection(128, rngs=nnx.Rngs(0))
+        emb(jnp.linspace(0, 1, 4)).shape  # (4, 128)
+    """
+
+    def __init__(self, embed_dim: int, scale: float = 16.0, *, rngs: nnx.Rngs):
+        check_int("embed_dim", embed_dim, 2)
+        if embed_dim % 2:
+            raise ValueError(f"embed_dim must be even, got embed_dim={embed_dim}")
+        scale = check_positive("scale", scale)
+        self.embed_dim = embed_dim
+        self.frequencies = FourierFrequencies(
+            scale * jax.random.normal(rngs.params(), (embed_dim // 2,))
+        )
+
+    def __call__(self, cond: Float[Array, " B"]) -> Float[Array, "B E"]:
+        proj = 2 * math.pi * _as_batch(cond)[:, None] * self.frequencies[...][None, :]
+        return jnp.concatenate([jnp.sin(proj), jnp.cos(proj)], axis=-1)
+
+
+def sinusoidal_embedding(
+    cond: Float[ArrayLike, " B"], embed_dim: int, max_positions: float = 10000.0
+) -> Float[Array, "B E"]:
+    r"""DDPM's sinusoidal embedding, :math:`[\sin c\,\omega_j, \cos c\,\omega_j]_{j<h}`.
+
+    :math:`\omega_j = \exp(-j \log(\text{max\_positions}) / (h - 1))`, :math:`h = E // 2`,
+    so :math:`\omega_0 = 1` and :math:`\omega_{h-1} = 1/\text{max\_positions}`. An odd
+    ``embed_dim`` is padded with one zero column. It expects ``cond`` on the scale of
+    DDPM's integer steps (e.g. ``1000 t``).
+    """
+    check_int("embed_dim", embed_dim, 2)
+    check_positive("max_positions", max_positions)
+    cond = _as_batch(cond)
+    half = embed_dim // 2
+    rate = math.log(max_positions) / max(half - 1, 1)
+    freqs = jnp.exp(-rate * jnp.arange(half, dtype=cond.dtype))
+    arg = cond[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
+    if embed_dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def broadcast_cond(cond: ArrayLike, x: Array) -> Array:
+    """A scalar or ``[B]`` condition as ``[B]``, in ``x``'s dtype."""
+    cond = jnp.asarray(cond, dtype=x.dtype)
+    if cond.ndim > 1 or (cond.ndim == 1 and cond.shape[0] != x.shape[0]):
+        raise ValueError(
+            f"cond must be a scalar or have shape [B]=[{x.shape[0]}], got shape {cond.shape}"
+        )
+    return jnp.broadcast_to(cond, x.shape[:1])
+
+
+def _as_batch(cond: ArrayLike) -> Array:
+    cond = jnp.asarray(cond)
+    if not jnp.issubdtype(cond.dtype, jnp.floating):
+        cond = cond.astype(jnp.float32)
+    if cond.ndim != 1:
+        raise ValueError(f"cond must have shape [B], got shape {cond.shape}")
+    return cond
+
+
+class ConditionEmbedding(nnx.Module):
+    """``cond [B] -> [B, out_dim]``: scale, embed (Fourier or sinusoidal), then a
+    two-layer SiLU MLP, as in DDPM's ``temb`` branch. Shared by the networks."""
+
+    def __init__(
+        self,
+        embedding: str,
+        embed_dim: int,
+        out_dim: int,
+        cond_scale: float | None,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        check_choice("embedding", embedding, EMBEDDINGS)
+        check_int("embed_dim", embed_dim, 2)
+        if cond_scale is None:
+            cond_scale = 1.0 if embedding == "fourier" else 1000.0
+        self.cond_scale = check_positive("cond_scale", cond_scale)
+        self.embed_dim = embed_dim
+        if embedding == "fourier":
+            self.fourier = GaussianFourierProjection(embed_dim, rngs=rngs)
+        else:
+            self.fourier = None
+        self.dense0 = nnx.Linear(embed_dim, out_dim, kernel_init=lecun_uniform, rngs=rngs)
+        self.dense1 = nnx.Linear(out_dim, out_dim, kernel_init=lecun_uniform, rngs=rngs)
+
+    def __call__(self, cond: Float[Array, " B"]) -> Float[Array, "B F"]:
+        c = self.cond_scale * _as_batch(cond)
+        emb = (
+            self.fourier(c) if self.fourier is not None else sinusoidal_embedding(c, self.embed_dim)
+        )
+        return self.dense1(nnx.silu(self.dense0(emb)))

@@ -1,0 +1,183 @@
+r"""Parametrisations: how a network's output becomes a score.
+
+For a forward SDE with kernel :math:`x_t = a(t) x_0 + s(t) z`, :math:`z \sim N(0, I)`,
+denoising score matching regresses the score onto :math:`-z / s`. A parametrisation
+fixes what the network sees (``inputs``) and what its output means (``to_score``):
+
+============================  ================  =====================================
+parametrisation               network input     score
+============================  ================  =====================================
+:class:`NoisePrediction`      ``(x, t)``        :math:`-F / s` (``F`` predicts ``z``)
+:class:`DirectScore`          ``(x, t)``        :math:`F / s` or :math:`F`
+:class:`EDMDenoiser`          ``(c_in x/a,``    :math:`(a D - x) / s^2`,
+                              ``c_noise)``      :math:`D = c_\text{skip} x/a + c_\text{out} F`
+============================  ================  =====================================
+
+Each also gives :meth:`~AbstractParametrisation.loss_weight`, the weight
+:math:`w(t)` for which :math:`w(t)\, \| s\, \nabla\log p_t(x_t) + z \|^2` is its own
+unit-scale regression loss (e.g. :math:`\|F - z\|^2` for noise prediction).
+"""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from sde import AbstractSDE, expand_time
+
+from ._checks import check_positive
+
+
+def _batch_time(t: ArrayLike, x: Array) -> Array:
+    """``t`` (scalar or ``[B]``) as ``[B]`` in ``x``'s dtype."""
+    t = jnp.asarray(t, dtype=x.dtype)
+    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != x.shape[0]):
+        raise ValueError(
+            f"t must be a scalar or have shape [B]=[{x.shape[0]}], got shape {t.shape}"
+        )
+    return jnp.broadcast_to(t, x.shape[:1])
+
+
+class AbstractParametrisation(eqx.Module):
+    """What the network sees and what its output means. Subclasses are final."""
+
+    @abc.abstractmethod
+    def inputs(
+        self, sde: AbstractSDE, x: Float[Array, "B ..."], t: ArrayLike
+    ) -> tuple[Float[Array, "B ..."], Float[Array, " B"]]:
+        """``(x_in, cond)``: the network is called as ``net(x_in, cond)``."""
+
+    @abc.abstractmethod
+    def to_score(
+        self, sde: AbstractSDE, x: Float[Array, "B ..."], t: ArrayLike, out: Array
+    ) -> Float[Array, "B ..."]:
+        r"""The score :math:`\nabla_x \log p_t(x)` from the network output ``out``."""
+
+    def loss_weight(self, sde: AbstractSDE, t: ArrayLike) -> Array:
+        r"""Weight :math:`w(t)` (shape of ``t``) such that
+        :math:`w(t) \| s(t) \nabla\log p_t(x_t) + z \|^2` is this parametrisation's
+        natural loss; 1 unless overridden (score_sde's ``s^2``-weighted loss)."""
+        return jnp.ones_like(jnp.asarray(t, dtype=jnp.float32))
+
+
+class NoisePrediction(AbstractParametrisation):
+    r"""The network predicts the noise (DDPM's :math:`\epsilon`-prediction):
+
+    .. math:: F(x_t, t) \approx z, \qquad \nabla \log p_t(x) = -F(x, t) / s(t).
+
+    Its loss :math:`\|F - z\|^2` is :math:`\|s \nabla\log p_t + z\|^2` (``w = 1``).
+    """
+
+    def inputs(self, sde, x, t):
+        return x, _batch_time(t, x)
+
+    def to_score(self, sde, x, t, out):
+        _, s = sde.marginal(_batch_time(t, x))
+        return -out / expand_time(s, x)
+
+
+class DirectScore(AbstractParametrisation):
+    r"""The network predicts the score, optionally divided by the kernel std
+    (score_sde's ``scale_by_sigma``):
+
+    .. math:: \nabla \log p_t(x) = F(x, t) / s(t) \;\; (\text{scale\_by\_std}),
+        \qquad \text{else} \;\; \nabla \log p_t(x) = F(x, t).
+
+    With ``scale_by_std`` the network output has unit scale at every ``t``
+    (it approximates :math:`-z`).
+    """
+
+    scale_by_std: bool = eqx.field(default=True, static=True)
+
+    def __check_init__(self):
+        if not isinstance(self.scale_by_std, bool):
+            raise ValueError(f"scale_by_std must be a bool, got scale_by_std={self.scale_by_std!r}")
+
+    def inputs(self, sde, x, t):
+        return x, _batch_time(t, x)
+
+    def to_score(self, sde, x, t, out):
+        if not self.scale_by_std:
+            return out
+        _, s = sde.marginal(_batch_time(t, x))
+        return out / expand_time(s, x)
+
+
+class EDMDenoiser(AbstractParametrisation):
+    r"""Karras et al. 2022 ("EDM") preconditioning of a denoiser, for any kernel
+    :math:`x_t = a x_0 + s z`.
+
+    In the scaled variable :math:`\tilde x = x / a = x_0 + \sigma z`,
+    :math:`\sigma = s / a`, with :math:`\sigma_d` = ``sigma_data``:
+
+    .. math::
+        c_\text{in} = \frac{1}{\sqrt{\sigma^2 + \sigma_d^2}}, \quad
+        c_\text{skip} = \frac{\sigma_d^2}{\sigma^2 + \sigma_d^2}, \quad
+        c_\text{out} = \frac{\sigma \sigma_d}{\sqrt{\sigma^2 + \sigma_d^2}}, \quad
+        c_\text{noise} = \tfrac14 \log \sigma,
+
+    .. math::
+        D(x) = c_\text{skip} \tilde x + c_\text{out} F(c_\text{in} \tilde x, c_\text{noise})
+        \approx E[x_0 \mid x_t = x], \qquad
+        \nabla \log p_t(x) = \frac{a D - x}{s^2}
+        = \frac{1}{a}\Big(\frac{c_\text{out} F}{\sigma^2}
+                          - \frac{\tilde x}{\sigma^2 + \sigma_d^2}\Big).
+
+    (The last form, used here, avoids cancelling ``a D`` against ``x`` at small
+    :math:`\sigma`.) If :math:`x_0` has variance :math:`\sigma_d^2` per element, the
+    network input :math:`c_\text{in} \tilde x` and the target
+    :math:`F^* = (x_0 - c_\text{skip} \tilde x) / c_\text{out}` both have unit variance;
+    the loss :math:`\lambda(\sigma)\|D - x_0\|^2` with :math:`\lambda = 1/c_\text{out}^2`
+    equals :math:`\|F - F^*\|^2`.
+    """
+
+    sigma_data: float = 0.5
+
+    def __check_init__(self):
+        check_positive("sigma_data", self.sigma_data)
+
+    def sigma(self, sde: AbstractSDE, t: ArrayLike) -> Array:
+        r""":math:`\sigma(t) = s(t) / a(t)`."""
+        a, s = sde.marginal(t)
+        return s / a
+
+    def coefficients(self, sigma: ArrayLike) -> tuple[Array, Array, Array, Array]:
+        """``(c_skip, c_out, c_in, c_noise)`` at noise level ``sigma``."""
+        sigma = jnp.asarray(sigma)
+        sd2 = self.sigma_data**2
+        total = sigma**2 + sd2
+        c_skip = sd2 / total
+        c_out = sigma * self.sigma_data / jnp.sqrt(total)
+        c_in = 1.0 / jnp.sqrt(total)
+        c_noise = jnp.log(sigma) / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def inputs(self, sde, x, t):
+        a, s = sde.marginal(_batch_time(t, x))
+        _, _, c_in, c_noise = self.coefficients(s / a)
+        return expand_time(c_in / a, x) * x, c_noise
+
+    def denoiser(self, sde: AbstractSDE, x: Array, t: ArrayLike, out: Array) -> Array:
+        r""":math:`D = c_\text{skip} \tilde x + c_\text{out} F`, the estimate of
+        :math:`E[x_0 \mid x_t = x]`."""
+        a, s = sde.marginal(_batch_time(t, x))
+        c_skip, c_out, _, _ = self.coefficients(s / a)
+        return expand_time(c_skip / a, x) * x + expand_time(c_out, x) * out
+
+    def to_score(self, sde, x, t, out):
+        a, s = sde.marginal(_batch_time(t, x))
+        sigma = s / a
+        _, c_out, _, _ = self.coefficients(sigma)
+        x_tilde = x / expand_time(a, x)
+        score_tilde = expand_time(c_out / sigma**2, x) * out - x_tilde / expand_time(
+            sigma**2 + self.sigma_data**2, x
+        )
+        return score_tilde / expand_time(a, x)
+
+    def loss_weight(self, sde, t):
+        r""":math:`(\sigma^2 + \sigma_d^2)/\sigma_d^2`: makes the loss :math:`\|F - F^*\|^2`."""
+        sigma = self.sigma(sde, t)
+        return (sigma**2 + self.sigma_data**2) / self.sigma_data**2
