@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
+    "train": ("experiments.commands:train", "train a score model, then sample and evaluate it"),
+    "sample": ("experiments.commands:sample", "sample a trained run (samples.png, samples.npz)"),
+    "likelihood": ("experiments.commands:likelihood", "test log-likelihood (likelihood.json)"),
     "oracle": ("experiments.oracle", "every sampler and the likelihood on an exact score"),
     "bench": ("experiments.bench", "benchmarks (overhead, likelihood accuracy, compile time)"),
 }
@@ -28,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import importlib
 
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest) or 0
+    module_name, _, func = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, func or "main")(rest) or 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ class MLPScoreNet(nnx.Module):
         dropout: dropout rate before the output layer (active in ``model.train()``
             mode, off after ``model.eval()``); draws from ``rngs``'s ``"dropout"``
             stream, or its default stream if it has none.
+        cond_dim: width of the embedded condition that each layer projects (default
+            ``hidden``); a narrower one (e.g. 64) makes the conditioning ~4x cheaper,
+            which matters for small data where it dominates the cost.
         cond_scale: multiplies ``cond`` before the embedding; default 1 for Fourier,
             1000 for sinusoidal (DDPM's step scale, for ``cond = t`` in ``[0, 1]``).
         rngs: ``nnx.Rngs`` for initialisation and dropout.
@@ -53,6 +56,7 @@ class MLPScoreNet(nnx.Module):
         embedding: str = "fourier",
         dropout: float = 0.0,
         cond_scale: float | None = None,
+        cond_dim: int | None = None,
         rngs: nnx.Rngs,
     ):
         self.dim = check_int("dim", dim, 1)
@@ -61,7 +65,8 @@ class MLPScoreNet(nnx.Module):
         check_int("embed_dim", embed_dim, 2)
         check_choice("embedding", embedding, EMBEDDINGS)
         check_rate("dropout", dropout)
-        self.embed = ConditionEmbedding(embedding, embed_dim, hidden, cond_scale, rngs=rngs)
+        cond_dim = hidden if cond_dim is None else check_int("cond_dim", cond_dim, 1)
+        self.embed = ConditionEmbedding(embedding, embed_dim, cond_dim, cond_scale, rngs=rngs)
         widths = [dim] + [hidden] * depth
         self.layers = nnx.List(
             [
@@ -70,7 +75,10 @@ class MLPScoreNet(nnx.Module):
             ]
         )
         self.cond_proj = nnx.List(
-            [nnx.Linear(hidden, hidden, kernel_init=lecun_uniform, rngs=rngs) for _ in range(depth)]
+            [
+                nnx.Linear(cond_dim, hidden, kernel_init=lecun_uniform, rngs=rngs)
+                for _ in range(depth)
+            ]
         )
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.out = nnx.Linear(hidden, dim, kernel_init=nnx.initializers.zeros, rngs=rngs)

@@ -15,6 +15,8 @@ from ._images import MNIST_LEVELS as MNIST_LEVELS
 from ._images import load_digits as load_digits
 from ._images import load_mnist as load_mnist
 from ._images import read_idx as read_idx
+from ._source import DataSource as DataSource
+from ._source import make_source as make_source
 from ._toys import TOY_DATASETS as TOY_DATASETS
 from ._toys import mixture_dataset as mixture_dataset
 from ._toys import sample_toy as sample_toy
@@ -23,6 +25,8 @@ from ._toys import toy_log_prob as toy_log_prob
 from ._toys import toy_mixture as toy_mixture
 
 __all__ = [
+    "DataSource",
+    "make_source",
     "DIGITS_LEVELS",
     "DIGITS_SPLITS",
     "MNIST_LEVELS",

@@ -1,0 +1,88 @@
+"""Orbax checkpoints of the training state, with fall-back past broken ones.
+
+A checkpoint holds the model, EMA and optimizer state (one nnx state pytree, PRNG keys
+stored as raw key data) plus JSON metadata (step, best validation NLL). The data
+position is the step: batches are a pure function of (seed, step).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import warnings
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_saveable(state: nnx.State) -> dict:
+    pure = nnx.to_pure_dict(state)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, pure)
+
+
+def from_saveable(abstract: nnx.State, restored: dict) -> nnx.State:
+    template = nnx.to_pure_dict(abstract)
+    pure = jax.tree.map(
+        lambda t, r: jax.random.wrap_key_data(r) if _is_key(t) else r,  # default impl keys
+        template,
+        restored,
+    )
+    state = jax.tree.map(lambda x: x, abstract)  # a copy to fill
+    nnx.replace_by_pure_dict(state, pure)
+    return state
+
+
+class Checkpoints:
+    """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
+
+    def __init__(self, directory: pathlib.Path, keep: int):
+        self.manager = ocp.CheckpointManager(
+            directory.absolute(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: nnx.State, meta: dict) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(to_saveable(state)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        self.manager.wait_until_finished()
+
+    def restore_latest(self, abstract: nnx.State) -> tuple[nnx.State, dict] | None:
+        """The newest checkpoint that restores; broken ones are skipped with a warning."""
+        target = jax.eval_shape(to_saveable, abstract)
+        for step in reversed(self.steps()):
+            try:
+                out = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                    ),
+                )
+                return from_saveable(abstract, out["state"]), dict(out["meta"])
+            except Exception as err:  # noqa: BLE001 - any failure means: try the previous
+                warnings.warn(
+                    f"checkpoint at step {step} in {self.manager.directory} is unreadable "
+                    f"({type(err).__name__}: {str(err)[:200]}); falling back to an earlier one",
+                    stacklevel=2,
+                )
+        return None
+
+    def close(self) -> None:
+        self.manager.close()

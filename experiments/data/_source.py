@@ -1,0 +1,102 @@
+"""One interface over every data set the experiments train on.
+
+A :class:`DataSource` gives training batches as a pure function of ``(seed, step)`` (so
+a resumed run sees exactly the batches an uninterrupted one would), fixed validation and
+test sets, and what evaluation needs to know: the shape, whether the data are discrete
+(and then their levels and range, for bits/dim), and the exact entropy where known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from ._batches import batch_indices
+from ._dequantize import dequantize
+from ._images import DIGITS_LEVELS, MNIST_LEVELS, load_digits, load_mnist
+from ._toys import TOY_DATASETS, sample_toy, toy_entropy
+
+# Held-out toy points come from fixed seeds, independent of the training seed, so every
+# run of a toy is evaluated on the same points.
+_VAL_SEED, _TEST_SEED = 7_000_001, 7_000_002
+IMAGE_RANGE = (-1.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    name: str
+    shape: tuple[int, ...]  # one example
+    train_batch: Callable[[int, int, int], np.ndarray]  # (seed, step, batch_size)
+    val: Callable[[int], np.ndarray]  # (seed) -> continuous validation set
+    test: Callable[[int], np.ndarray]  # (seed) -> continuous test set
+    n_levels: int | None = None  # discrete data only
+    data_range: tuple[float, float] | None = None
+    entropy: float | None = None  # exact differential entropy (nats), where known
+
+    @property
+    def discrete(self) -> bool:
+        return self.n_levels is not None
+
+    @property
+    def dim(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def _toy(name: str, n_val: int, n_test: int) -> DataSource:
+    def train_batch(seed, step, batch_size):
+        return sample_toy(name, batch_size, np.random.SeedSequence([seed, 1, step]))
+
+    return DataSource(
+        name=name,
+        shape=(2,),
+        train_batch=train_batch,
+        val=lambda seed: sample_toy(name, n_val, _VAL_SEED),
+        test=lambda seed: sample_toy(name, n_test, _TEST_SEED),
+        entropy=toy_entropy(name),
+    )
+
+
+def _images(name, train, val, test, n_levels) -> DataSource:
+    def train_batch(seed, step, batch_size):
+        idx = batch_indices(len(train), batch_size, seed, step)
+        rng = np.random.default_rng([seed, 2, step])
+        return dequantize(rng, train[idx], n_levels, IMAGE_RANGE)
+
+    def held_out(images, stream):
+        # dequantisation noise of held-out sets is fixed by the seed: repeats differ
+        return lambda seed: dequantize(
+            np.random.default_rng([seed, stream]), images, n_levels, IMAGE_RANGE
+        )
+
+    return DataSource(
+        name=name,
+        shape=train.shape[1:],
+        train_batch=train_batch,
+        val=held_out(val, 3),
+        test=held_out(test, 4),
+        n_levels=n_levels,
+        data_range=IMAGE_RANGE,
+    )
+
+
+def make_source(cfg) -> DataSource:
+    """The data set named by a :class:`experiments.config.DataConfig`."""
+    if cfg.name in TOY_DATASETS:
+        return _toy(cfg.name, cfg.n_val, cfg.n_test)
+    if cfg.name == "digits":
+        kw = {"val_fraction": cfg.val_fraction}
+        train = load_digits("train_minus_val", **kw)[0]
+        val, test = load_digits("val", **kw)[0], load_digits("test")[0]
+        return _images("digits", train, val, test, DIGITS_LEVELS)
+    if cfg.name == "mnist":
+        if not cfg.directory:
+            raise ValueError("data.name=mnist needs data.directory=PATH of the IDX files")
+        images = load_mnist(cfg.directory, "train")[0]
+        n_val = int(round(cfg.val_fraction * len(images)))
+        perm = np.random.default_rng(0).permutation(len(images))
+        val, train = images[np.sort(perm[:n_val])], images[np.sort(perm[n_val:])]
+        return _images("mnist", train, val, load_mnist(cfg.directory, "test")[0], MNIST_LEVELS)
+    names = ", ".join((*TOY_DATASETS, "digits", "mnist"))
+    raise ValueError(f"unknown data set data.name={cfg.name!r}; choose one of {names}")
