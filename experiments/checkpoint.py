@@ -54,6 +54,9 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: nnx.State, meta: dict) -> None:
+        if step in self.manager.all_steps():
+            # an unreadable checkpoint that restore_latest skipped: replace it
+            self.manager.delete(step)
         self.manager.save(
             step,
             args=ocp.args.Composite(

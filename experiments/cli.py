@@ -9,7 +9,7 @@ COMMANDS = {
     "sample": ("experiments.commands:sample", "sample a trained run (samples.png, samples.npz)"),
     "likelihood": ("experiments.commands:likelihood", "test log-likelihood (likelihood.json)"),
     "oracle": ("experiments.oracle", "every sampler and the likelihood on an exact score"),
-    "bench": ("experiments.bench", "benchmarks (overhead, likelihood accuracy, compile time)"),
+    "bench": ("experiments.cli:bench", "benchmarks: 'bench core' (samplers) or 'bench train'"),
 }
 
 
@@ -18,6 +18,17 @@ def _usage() -> str:
     lines += [f"  {name:12s} {doc}" for name, (_, doc) in COMMANDS.items()]
     lines += ["", "scoresde COMMAND --help shows a command's options."]
     return "\n".join(lines)
+
+
+def bench(argv: list[str]) -> int:
+    """``scoresde bench [core|train] [options]``."""
+    import importlib
+
+    which, rest = (argv[0], argv[1:]) if argv and argv[0] in ("core", "train") else ("core", argv)
+    module = importlib.import_module(
+        "experiments.bench" if which == "core" else "experiments.bench_train"
+    )
+    return module.main(rest) or 0
 
 
 def main(argv: list[str] | None = None) -> int:

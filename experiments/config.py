@@ -227,6 +227,24 @@ def validate(cfg: Config) -> Config:
     for key in POSITIVE:
         if not get(cfg, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {get(cfg, key)!r}")
+    from experiments import registry
+    from experiments.data import TOY_DATASETS
+
+    datasets = (*TOY_DATASETS, "digits", "mnist")
+    if cfg.data.name not in datasets:
+        raise ConfigError(f"data.name must be one of {', '.join(datasets)}; got {cfg.data.name!r}")
+    if cfg.eval.solver.lower() not in registry.SOLVERS:
+        close = difflib.get_close_matches(cfg.eval.solver, registry.SOLVERS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"eval.solver={cfg.eval.solver!r} is not a known solver{hint}; choose one of "
+            f"{', '.join(sorted(registry.SOLVERS))}"
+        )
+    if not cfg.model.channels or min(cfg.model.channels) < 1:
+        raise ConfigError(f"model.channels must be positive integers, got {cfg.model.channels!r}")
+    for key in ("eval.n_likelihood", "train.grad_clip", "train.eval_every", "train.warmup_steps"):
+        if get(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)!r}")
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must lie in [0, 1), got {cfg.train.ema_decay!r}")
     if not 0 <= cfg.model.dropout < 1:

@@ -132,7 +132,7 @@ class Setup:
             loss, grads = nnx.value_and_grad(loss_fn)(model, batch, key)
             optimizer.update(model, grads)
             ema.update(model)
-            return nnx.state((model, optimizer, ema)), loss, optax.global_norm(grads)
+            return nnx.state((model, optimizer, ema)), loss, optax.tree.norm(grads)
 
         return step
 
@@ -213,44 +213,46 @@ def train(cfg: config_lib.Config, workdir: pathlib.Path, progress: bool = True) 
         mininterval=1.0,
     )
     window, last_log_time, started = [], time.perf_counter(), time.perf_counter()
-    with metrics_path.open("a") as log:
-        for step in range(start, t.steps):
-            batch = setup.source.train_batch(t.seed, step, t.batch_size)
-            new_state, loss, grad_norm = step_fn(state, batch, jnp.int32(step))
-            loss = float(loss)
-            if not math.isfinite(loss):
-                last = ckpts.steps()[-1] if ckpts.steps() else None
-                raise TrainingDiverged(
-                    f"loss is {loss} at step {step + 1}; training stopped. The last good "
-                    f"checkpoint (step {last}) is kept in {workdir / 'checkpoints'}. Try a "
-                    f"lower train.lr (now {t.lr}) or train.grad_clip > 0 (now {t.grad_clip})."
-                )
-            state = new_state
-            window.append((loss, float(grad_norm)))
-            done = step + 1
-            bar.update(1)
-            if done % t.log_every == 0 or done == t.steps:
-                now = time.perf_counter()
-                record = {
-                    "step": done,
-                    "loss": float(np.mean([w[0] for w in window])),
-                    "grad_norm": float(np.mean([w[1] for w in window])),
-                    "lr": float(setup.schedule(done)),
-                    "steps_per_sec": len(window) / (now - last_log_time),
-                }
-                window, last_log_time = [], now
-                if best is not None and (done % t.eval_every == 0 or done == t.steps):
-                    record["val_nll"] = validation_nll(setup, state, t.n_eval_val)
-                    if record["val_nll"] < best_val:
-                        best_val = record["val_nll"]
-                        best.save(done, state, {"step": done, "val_nll": best_val})
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if done % t.ckpt_every == 0 or done == t.steps:
-                ckpts.save(done, state, {"step": done, "best_val_nll": best_val})
-    bar.close()
-    ckpts.close()
+    try:
+        with metrics_path.open("a") as log:
+            for step in range(start, t.steps):
+                batch = setup.source.train_batch(t.seed, step, t.batch_size)
+                new_state, loss, grad_norm = step_fn(state, batch, jnp.int32(step))
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    last = ckpts.steps()[-1] if ckpts.steps() else None
+                    raise TrainingDiverged(
+                        f"loss is {loss} at step {step + 1}; training stopped. The last good "
+                        f"checkpoint (step {last}) is kept in {workdir / 'checkpoints'}. Try a "
+                        f"lower train.lr (now {t.lr}) or train.grad_clip > 0 (now {t.grad_clip})."
+                    )
+                state = new_state
+                window.append((loss, float(grad_norm)))
+                done = step + 1
+                bar.update(1)
+                if done % t.log_every == 0 or done == t.steps:
+                    now = time.perf_counter()
+                    record = {
+                        "step": done,
+                        "loss": float(np.mean([w[0] for w in window])),
+                        "grad_norm": float(np.mean([w[1] for w in window])),
+                        "lr": float(setup.schedule(done)),
+                        "steps_per_sec": len(window) / (now - last_log_time),
+                    }
+                    window, last_log_time = [], now
+                    if best is not None and (done % t.eval_every == 0 or done == t.steps):
+                        record["val_nll"] = validation_nll(setup, state, t.n_eval_val)
+                        if record["val_nll"] < best_val:
+                            best_val = record["val_nll"]
+                            best.save(done, state, {"step": done, "val_nll": best_val})
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if done % t.ckpt_every == 0 or done == t.steps:
+                    ckpts.save(done, state, {"step": done, "best_val_nll": best_val})
+    finally:
+        bar.close()
+        ckpts.close()
     return {
         "steps": t.steps,
         "resumed_from": start,

@@ -1,0 +1,296 @@
+"""Training runs end to end on a tiny config: resuming after SIGKILL ends at exactly the
+parameters of an uninterrupted run, a non-finite loss stops before anything is saved,
+a broken latest checkpoint falls back to the one before, a changed config is refused,
+and evaluation writes its files.
+
+One uninterrupted reference run (module fixture) records the in-memory state at every
+checkpoint it saves; the other runs are compared against those records, leaf by leaf.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import checkpoint, evaluate, train
+from experiments import config as config_lib
+from experiments.checkpoint import Checkpoints
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TOTAL = 12
+OVERRIDES = [
+    f"train.steps={TOTAL}",
+    "train.batch_size=64",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "train.ckpt_every=2",  # several saves after the first: time to kill the run mid-way
+    "train.keep=3",
+    "model.hidden=16",
+    "model.depth=2",
+    "model.embed_dim=8",
+    "model.cond_dim=8",
+    "data.n_val=64",
+    "data.n_test=64",
+    "eval.n_samples=64",
+    "eval.rtol=1e-3",
+    "eval.atol=1e-3",
+]
+
+
+def leaves(state) -> dict[str, np.ndarray]:
+    """Every leaf of the training state (model, optimizer, EMA, RNG), as host arrays."""
+    flat = jax.tree_util.tree_leaves_with_path(checkpoint.to_saveable(state))
+    return {jax.tree_util.keystr(path): np.array(x) for path, x in flat}
+
+
+def assert_same_state(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+def checkpoint_steps(directory: pathlib.Path) -> list[int]:
+    """Completed checkpoints on disk (orbax writes to a temporary name, then renames)."""
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def metrics(workdir: pathlib.Path) -> list[dict]:
+    rows = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        del row["steps_per_sec"]  # wall-clock: differs between runs
+    return rows
+
+
+def assert_steps_increasing(rows: list[dict], last: int) -> None:
+    steps = [r["step"] for r in rows]
+    assert all(np.diff(steps) > 0), steps
+    assert steps[-1] == last
+
+
+@dataclasses.dataclass
+class Reference:
+    cfg: config_lib.Config
+    workdir: pathlib.Path
+    info: dict
+    saved: dict[int, dict[str, np.ndarray]]  # in-memory state at every save
+
+    def copy(self, dst: pathlib.Path) -> pathlib.Path:
+        shutil.copytree(self.workdir, dst)
+        return dst
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    cfg = config_lib.load("checkerboard", OVERRIDES)
+    workdir = tmp_path_factory.mktemp("reference") / "run"
+    saved, save = {}, Checkpoints.save
+
+    def recording_save(self, step, state, meta):
+        saved[step] = leaves(state)
+        save(self, step, state, meta)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Checkpoints, "save", recording_save)
+        info = train.train(cfg, workdir, progress=False)
+    assert sorted(saved) == list(range(2, TOTAL + 1, 2))
+    return Reference(cfg, workdir, info, saved)
+
+
+def test_reference_run_layout_and_exact_restore(reference):
+    w = reference.workdir
+    assert reference.info["resumed_from"] == 0 and reference.info["steps"] == TOTAL
+    assert config_lib.read(w / "config.json") == reference.cfg
+    assert checkpoint_steps(w / "checkpoints") == [TOTAL - 4, TOTAL - 2, TOTAL]  # keep=3
+    rows = metrics(w)
+    assert [r["step"] for r in rows] == list(range(1, TOTAL + 1))
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in rows)
+    setup, state, step = train.load_state(w, prefer_best=False)
+    assert step == TOTAL and setup.cfg == reference.cfg
+    assert_same_state(leaves(state), reference.saved[TOTAL])
+    # training moved the parameters
+    assert any(
+        not np.array_equal(reference.saved[2][k], reference.saved[TOTAL][k])
+        for k in reference.saved[TOTAL]
+    )
+
+
+def test_resume_after_sigkill_is_exact(reference, tmp_path):
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "experiments", "train", "--config", "checkerboard"]
+    command += ["--workdir", str(workdir), "--no-eval", "--quiet", *OVERRIDES]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        proc = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        try:
+            deadline = time.monotonic() + 300
+            # kill as soon as the first checkpoint is complete
+            while not checkpoint_steps(workdir / "checkpoints") and proc.poll() is None:
+                assert time.monotonic() < deadline, "no checkpoint after 300 s"
+                time.sleep(0.002)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == -signal.SIGKILL, f"run ended before the kill:\n{log[-3000:]}"
+    on_disk = checkpoint_steps(workdir / "checkpoints")
+    assert on_disk and 0 < on_disk[-1] < TOTAL, on_disk  # the killed run had not finished
+    resumed_at = on_disk[-1]
+    # its config.json is the resolved config; its log may run past the checkpoint
+    assert config_lib.read(workdir / "config.json") == reference.cfg
+
+    info = train.train(reference.cfg, workdir, progress=False)
+    assert info["resumed_from"] == resumed_at
+    _, state, step = train.load_state(workdir, prefer_best=False)
+    assert step == TOTAL
+    assert_same_state(leaves(state), reference.saved[TOTAL])
+    rows = metrics(workdir)
+    assert_steps_increasing(rows, TOTAL)
+    assert rows == metrics(reference.workdir)  # same steps, losses, grad norms, lr
+
+
+def test_nonfinite_loss_stops_before_saving(reference, tmp_path, monkeypatch):
+    bad = 7  # 0-based index of the first poisoned batch: the 8th update diverges
+    make_source = train.make_source
+
+    def poisoned_source(cfg):
+        source = make_source(cfg)
+
+        def train_batch(seed, step, batch_size):
+            x = source.train_batch(seed, step, batch_size)
+            return np.full_like(x, np.nan) if step >= bad else x
+
+        return dataclasses.replace(source, train_batch=train_batch)
+
+    monkeypatch.setattr(train, "make_source", poisoned_source)
+    workdir = tmp_path / "run"
+    with pytest.raises(train.TrainingDiverged) as err:
+        train.train(reference.cfg, workdir, progress=False)
+    message = str(err.value)
+    assert f"at step {bad + 1};" in message
+    assert f"last good checkpoint (step {bad - 1})" in message
+    assert "train.lr" in message  # says what to try
+    on_disk = checkpoint_steps(workdir / "checkpoints")
+    assert on_disk and on_disk[-1] == bad - 1 and all(s <= bad for s in on_disk), on_disk
+    monkeypatch.undo()
+    _, state, step = train.load_state(workdir, prefer_best=False)
+    assert step == bad - 1
+    restored = leaves(state)
+    assert all(np.all(np.isfinite(v)) for v in restored.values() if v.dtype.kind == "f")
+    assert_same_state(restored, reference.saved[bad - 1])  # batches before `bad` are clean
+    assert [r["step"] for r in metrics(workdir)] == list(range(1, bad + 1))
+
+
+@pytest.mark.parametrize("how", ["garbage", "missing"])
+def test_unreadable_latest_checkpoint_falls_back(reference, tmp_path, how):
+    workdir = reference.copy(tmp_path / "run")
+    state_dir = workdir / "checkpoints" / str(TOTAL) / "state"
+    if how == "missing":
+        shutil.rmtree(state_dir)
+    else:  # same sizes, random bytes
+        rng = np.random.default_rng(0)
+        for f in state_dir.rglob("*"):
+            if f.is_file():
+                f.write_bytes(rng.bytes(f.stat().st_size))
+    setup = train.Setup(reference.cfg)
+    ckpts = Checkpoints(workdir / "checkpoints", keep=3)
+    with pytest.warns(UserWarning, match=f"checkpoint at step {TOTAL} .* unreadable"):
+        state, meta = ckpts.restore_latest(setup.abstract_state())
+    ckpts.close()
+    assert meta["step"] == TOTAL - 2
+    assert_same_state(leaves(state), reference.saved[TOTAL - 2])
+    with pytest.warns(UserWarning, match=f"step {TOTAL}"):
+        _, state, step = train.load_state(workdir, prefer_best=False)
+    assert step == TOTAL - 2
+    assert_same_state(leaves(state), reference.saved[TOTAL - 2])
+
+
+def test_resume_past_unreadable_latest_checkpoint(reference, tmp_path):
+    workdir = reference.copy(tmp_path / "run")
+    shutil.rmtree(workdir / "checkpoints" / str(TOTAL) / "state")
+    with pytest.warns(UserWarning, match=f"step {TOTAL}"):
+        info = train.train(reference.cfg, workdir, progress=False)
+    assert info["resumed_from"] == TOTAL - 2
+    _, state, step = train.load_state(workdir, prefer_best=False)
+    assert step == TOTAL
+    assert_same_state(leaves(state), reference.saved[TOTAL])
+    rows = metrics(workdir)
+    assert_steps_increasing(rows, TOTAL)
+    assert rows == metrics(reference.workdir)
+
+
+def test_changed_config_is_refused(reference, tmp_path):
+    workdir = reference.copy(tmp_path / "run")
+    before = (workdir / "config.json").read_text()
+    changed = config_lib.load("checkerboard", [*OVERRIDES, "train.lr=2e-3", "model.hidden=32"])
+    with pytest.raises(config_lib.ConfigError) as err:
+        train.train(changed, workdir, progress=False)
+    message = str(err.value)
+    assert "a different config (model.hidden, train.lr)" in message
+    assert (workdir / "config.json").read_text() == before
+    assert checkpoint_steps(workdir / "checkpoints") == [TOTAL - 4, TOTAL - 2, TOTAL]
+
+
+def test_extending_steps_continues_from_last_checkpoint(reference, tmp_path):
+    workdir = reference.copy(tmp_path / "run")
+    longer = config_lib.load("checkerboard", [*OVERRIDES, f"train.steps={TOTAL + 4}"])
+    info = train.train(longer, workdir, progress=False)
+    assert info["resumed_from"] == TOTAL and info["steps"] == TOTAL + 4
+    assert config_lib.read(workdir / "config.json") == longer
+    assert checkpoint_steps(workdir / "checkpoints") == [TOTAL, TOTAL + 2, TOTAL + 4]
+    rows = metrics(workdir)
+    assert_steps_increasing(rows, TOTAL + 4)
+    assert rows[:TOTAL] == metrics(reference.workdir)  # history kept as it was
+    _, state, step = train.load_state(workdir, prefer_best=False)
+    assert step == TOTAL + 4
+    restored = leaves(state)
+    assert all(np.all(np.isfinite(v)) for v in restored.values() if v.dtype.kind == "f")
+    assert any(not np.array_equal(restored[k], reference.saved[TOTAL][k]) for k in restored)
+
+
+def test_evaluation_writes_samples_likelihood_and_report(reference, tmp_path):
+    workdir = reference.copy(tmp_path / "run")
+    s = evaluate.sample(workdir, n=64, steps=4, method="ode", progress=False)
+    assert s["checkpoint_step"] == TOTAL and s["n"] == 64 and s["method"] == "ode"
+    assert s["nfe"] > 0
+    with np.load(workdir / "samples.npz") as f:
+        x = f["samples"]
+    assert x.shape == (64, 2) and np.all(np.isfinite(x))
+    assert (workdir / "samples.png").stat().st_size > 0
+    assert json.loads((workdir / "samples.json").read_text())["n"] == 64
+
+    lik = evaluate.likelihood(workdir, n=64, progress=False)
+    assert lik == json.loads((workdir / "likelihood.json").read_text())
+    assert lik["n"] == 64 and lik["split"] == "test" and lik["checkpoint_step"] == TOTAL
+    for key in ("nll_nats", "nll_nats_stderr", "nfe"):
+        assert math.isfinite(lik[key])
+    assert lik["nfe"] > 0 and lik["nll_nats_stderr"] >= 0
+    settings = lik["settings"]  # the eval settings come from config.json
+    assert (settings["rtol"], settings["atol"]) == (1e-3, 1e-3)
+    assert settings["solver"] == "tsit5" and settings["divergence"] == "exact"
+    assert lik["entropy_nats"] == pytest.approx(math.log(32), abs=1e-12)
+    assert lik["kl_nats"] == pytest.approx(lik["nll_nats"] - math.log(32), abs=1e-12)
+    assert "bits_per_dim" not in lik  # continuous data
+
+    text = evaluate.report(workdir, reference.info, s, lik)
+    assert (workdir / "report.md").read_text() == text
+    assert f"{lik['nll_nats']:.4f}" in text and "KL = NLL - H" in text
+    assert (workdir / "loss.png").exists()
