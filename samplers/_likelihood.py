@@ -182,7 +182,8 @@ def bits_per_dim(
 
     .. math:: \text{bpd} = \frac{-\log p(x)}{D \ln 2} + \log_2 \frac{n_{levels}}{\text{range}},
 
-    which is score_sde's ``-logp / (D ln 2) + 8 - offset`` (offset 7 for ``[-1, 1]``).
+    which matches score_sde's ``-logp / (D ln 2) + offset`` with ``offset = 7 -
+    inverse_scaler(-1)``: 8 for data in ``[0, 1]``, 7 for data in ``[-1, 1]``.
     """
     if n_levels < 2:
         raise ValueError(f"n_levels must be >= 2, got n_levels={n_levels!r}")

@@ -84,6 +84,15 @@ class PredictorCorrector(diffrax.AbstractItoSolver):
         return self.predictor.interpolation_cls
 
     @property
+    def minimal_levy_area(self):
+        # what the predictor needs from the Brownian path (ShARK, SRA1: space-time area)
+        return getattr(self.predictor, "minimal_levy_area", diffrax.AbstractBrownianIncrement)
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.predictor.term_compatible_contr_kwargs
+
+    @property
     def score_evaluations_per_step(self) -> int | None:
         inner = evaluations_per_step(self.predictor)
         return None if inner is None else inner[0] + self.corrector.n_steps
@@ -132,8 +141,9 @@ def sample_pc(
     The predictor is any fixed-step diffrax SDE solver (Euler-Maruyama by default, as
     score_sde's ``ReverseDiffusionPredictor``/``EulerMaruyamaPredictor``); the grid is
     ``steps`` uniform steps (default 1000) or ``ts`` from T down to eps. With
-    ``corrector_steps=0`` (or ``snr=0``) this is exactly :func:`sample_sde` with the same
-    key. ``stats["nfe"]`` counts predictor and corrector score evaluations.
+    ``corrector_steps=0`` this is exactly :func:`sample_sde` with the same key (``snr=0``
+    gives the same samples but still spends the corrector's evaluations).
+    ``stats["nfe"]`` counts predictor and corrector score evaluations.
 
     Example::
 

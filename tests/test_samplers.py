@@ -223,6 +223,7 @@ def _counting(score_fn):
         lambda **kw: samplers.sample_sde(solver=diffrax.ShARK(), steps=9, **kw),
         lambda **kw: samplers.sample_sde(solver=diffrax.SPaRK(), rtol=1e-2, atol=1e-2, **kw),
         lambda **kw: samplers.sample_pc(steps=9, corrector_steps=2, denoise=True, **kw),
+        lambda **kw: samplers.sample_pc(solver=diffrax.ShARK(), steps=9, **kw),
         lambda score_fn, sde, shape, key: samplers.log_likelihood(
             score_fn=score_fn, sde=sde, x=jnp.ones(shape), key=key
         ),
@@ -245,6 +246,7 @@ def _counting(score_fn):
         "sde-shark",
         "sde-spark-adaptive",
         "pc-denoise",
+        "pc-shark",
         "likelihood-exact",
         "likelihood-hutchinson",
     ],
