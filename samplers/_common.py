@@ -15,6 +15,8 @@ from jaxtyping import Array, ArrayLike, PyTree
 
 import sde as sde_lib
 
+from ._brownian import GridBrownianPath
+
 ScoreFn = Callable[[Array, Array], Array]
 
 # Every sampler integrates the reverse process forward in s = -t, from s = -T to
@@ -115,8 +117,8 @@ class AdditiveNoiseTerm(diffrax.AbstractTerm):
         return vf * control
 
 
-def brownian_path(shape, key, solver, t0, t1, adaptive: bool, tol: float):
-    """An exact-increment path for fixed steps; a virtual tree for adaptive steps."""
+def brownian_path(shape, key, solver, t0, t1, grid, tol: float):
+    """Pre-split per-step keys on a fixed grid (in s); a virtual tree for adaptive steps."""
     levy = getattr(solver, "minimal_levy_area", diffrax.BrownianIncrement)
     if levy is diffrax.AbstractSpaceTimeLevyArea:
         levy = diffrax.SpaceTimeLevyArea
@@ -124,9 +126,11 @@ def brownian_path(shape, key, solver, t0, t1, adaptive: bool, tol: float):
         levy = diffrax.SpaceTimeTimeLevyArea
     elif levy is diffrax.AbstractBrownianIncrement:
         levy = diffrax.BrownianIncrement
-    if adaptive:
+    if grid is None:
         return diffrax.VirtualBrownianTree(t0, t1, tol, shape, key, levy_area=levy)
-    return diffrax.UnsafeBrownianPath(shape, key, levy_area=levy)
+    if levy is diffrax.SpaceTimeTimeLevyArea:
+        return diffrax.UnsafeBrownianPath(shape, key, levy_area=levy)
+    return GridBrownianPath(shape, key, grid, levy_area=levy)
 
 
 def reverse_sde_terms(score_fn: ScoreFn, sde, path) -> diffrax.MultiTerm:

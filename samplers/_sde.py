@@ -48,7 +48,7 @@ def reverse_sde_solve(
             f"got {type(solver).__name__}(): pass steps=N or ts=... instead"
         )
     s0, s1 = (-sde.T, -eps) if adaptive else (-grid[0], -grid[-1])
-    path = brownian_path(shape, key, solver, s0, s1, adaptive, brownian_tol)
+    path = brownian_path(shape, key, solver, s0, s1, None if adaptive else -grid, brownian_tol)
     controller, _ = stepping(grid, rtol, atol, s1 - s0)
     sol = diffrax.diffeqsolve(
         reverse_sde_terms(score_fn, sde, path),
