@@ -68,8 +68,10 @@ class TrainConfig:
     log_every: int = 100
     ckpt_every: int = 1000
     keep: int = 3
-    eval_every: int = 0  # validation NLL every N steps (0: off); keeps the best
+    eval_every: int = 0  # validation NLL and sample snapshot every N steps (0: off); keeps the best
     n_eval_val: int = 1000  # validation points per evaluation
+    val_divergence: str = "exact"  # "exact" | "hutchinson" for the validation NLL
+    val_probes: int = 4  # Hutchinson probes for the validation NLL
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ CHOICES = {
     "train.t_sampling": ("uniform", "stratified", "antithetic", "importance"),
     "eval.method": ("ode", "sde", "pc"),
     "eval.divergence": ("exact", "hutchinson"),
+    "train.val_divergence": ("exact", "hutchinson"),
 }
 POSITIVE = (
     "train.steps",
@@ -125,6 +128,9 @@ POSITIVE = (
     "model.hidden",
     "model.depth",
     "model.embed_dim",
+    "model.cond_dim",
+    "model.num_res_blocks",
+    "train.val_probes",
 )
 
 
@@ -245,6 +251,11 @@ def validate(cfg: Config) -> Config:
     for key in ("eval.n_likelihood", "train.grad_clip", "train.eval_every", "train.warmup_steps"):
         if get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)!r}")
+    if cfg.train.eval_every % cfg.train.log_every:
+        raise ConfigError(
+            f"train.eval_every must be a multiple of train.log_every ({cfg.train.log_every}), "
+            f"got {cfg.train.eval_every}"
+        )
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must lie in [0, 1), got {cfg.train.ema_decay!r}")
     if not 0 <= cfg.model.dropout < 1:

@@ -172,6 +172,33 @@ def validation_nll(setup: Setup, state: nnx.State, n: int) -> float:
     return float(-jnp.mean(logp))
 
 
+def progress_samples(setup: Setup, state: nnx.State, step: int, workdir: pathlib.Path) -> None:
+    """A quick look at the EMA model during training: progress/samples_STEP.png."""
+    import diffrax
+
+    from experiments import plotting
+
+    n = 64 if setup.source.discrete else 2000
+    x, _ = samplers.sample_ode(
+        score_fn=setup.score_function(state),
+        sde=setup.sde,
+        shape=(n, *setup.source.shape),
+        key=jax.random.key(step),
+        solver=diffrax.Heun(),
+        steps=50,
+        eps=setup.cfg.eval.sample_eps,
+    )
+    out = workdir / "progress"
+    out.mkdir(exist_ok=True)
+    title = f"step {step} (EMA, PF-ODE Heun 50 steps)"
+    if setup.source.discrete:
+        plotting.image_grid(
+            np.asarray(x), out / f"samples_{step}.png", setup.source.data_range, title=title
+        )
+    else:
+        plotting.scatter_grid({title: np.asarray(x)}, out / f"samples_{step}.png")
+
+
 def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> config_lib.Config:
     """Write ``config.json``, or check a resumed run's config against it."""
     path = workdir / "config.json"
@@ -242,6 +269,7 @@ def train(cfg: config_lib.Config, workdir: pathlib.Path, progress: bool = True) 
                     window, last_log_time = [], now
                     if best is not None and (done % t.eval_every == 0 or done == t.steps):
                         record["val_nll"] = validation_nll(setup, state, t.n_eval_val)
+                        progress_samples(setup, state, done, workdir)
                         if record["val_nll"] < best_val:
                             best_val = record["val_nll"]
                             best.save(done, state, {"step": done, "val_nll": best_val})
