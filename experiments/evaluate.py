@@ -61,7 +61,8 @@ def sample(
     np.savez(workdir / "samples.npz", samples=x)
     title = f"{setup.cfg.data.name}: {method} ({solver_name}), NFE {nfe}"
     if setup.source.discrete:
-        plotting.image_grid(x[:64], workdir / "samples.png", setup.source.data_range, title=title)
+        images = x[:64].reshape(-1, *(setup.source.image_shape or setup.source.shape))
+        plotting.image_grid(images, workdir / "samples.png", setup.source.data_range, title=title)
     else:
         reference = setup.source.test(setup.cfg.train.seed)[:n]
         plotting.scatter_grid(

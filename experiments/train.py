@@ -26,7 +26,7 @@ import samplers
 import sde as sde_lib
 from experiments import config as config_lib
 from experiments.checkpoint import Checkpoints
-from experiments.data import DataSource, make_source
+from experiments.data import DataSource, flattened, make_source
 
 
 class TrainingDiverged(RuntimeError):
@@ -96,6 +96,8 @@ class Setup:
     def __init__(self, cfg: config_lib.Config):
         self.cfg = cfg
         self.source: DataSource = make_source(cfg.data)
+        if cfg.model.architecture == "mlp":
+            self.source = flattened(self.source)  # images become flat vectors
         self.sde = build_sde(cfg.sde)
         self.param = build_parametrisation(cfg.model)
         self.tx, self.schedule = build_optimizer(cfg.train)
@@ -192,8 +194,9 @@ def progress_samples(setup: Setup, state: nnx.State, step: int, workdir: pathlib
     out.mkdir(exist_ok=True)
     title = f"step {step} (EMA, PF-ODE Heun 50 steps)"
     if setup.source.discrete:
+        images = np.asarray(x).reshape(-1, *(setup.source.image_shape or setup.source.shape))
         plotting.image_grid(
-            np.asarray(x), out / f"samples_{step}.png", setup.source.data_range, title=title
+            images, out / f"samples_{step}.png", setup.source.data_range, title=title
         )
     else:
         plotting.scatter_grid({title: np.asarray(x)}, out / f"samples_{step}.png")

@@ -70,6 +70,13 @@ def sample_ode(
     check_eps(eps)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
+    if hasattr(solver, "bind_sde"):  # solvers built on the SDE (exponential integrators)
+        if grid is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+            raise ValueError(
+                f"{type(solver).__name__}() has no error estimate, so it takes fixed steps "
+                "only: pass steps=N or ts=... (e.g. samplers.log_snr_grid(sde, N))"
+            )
+        solver = solver.bind_sde(sde)
     controller, dt0 = stepping(grid, rtol, atol, sde.T - eps)
     term = diffrax.ODETerm(reverse_pf_drift(score_fn, sde))
     s0, s1 = (-sde.T, -eps) if grid is None else (-grid[0], -grid[-1])

@@ -16,6 +16,7 @@ from ._images import load_digits as load_digits
 from ._images import load_mnist as load_mnist
 from ._images import read_idx as read_idx
 from ._source import DataSource as DataSource
+from ._source import flattened as flattened
 from ._source import make_source as make_source
 from ._toys import TOY_DATASETS as TOY_DATASETS
 from ._toys import mixture_dataset as mixture_dataset
@@ -26,6 +27,7 @@ from ._toys import toy_mixture as toy_mixture
 
 __all__ = [
     "DataSource",
+    "flattened",
     "make_source",
     "DIGITS_LEVELS",
     "DIGITS_SPLITS",

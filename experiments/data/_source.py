@@ -34,6 +34,7 @@ class DataSource:
     n_levels: int | None = None  # discrete data only
     data_range: tuple[float, float] | None = None
     entropy: float | None = None  # exact differential entropy (nats), where known
+    image_shape: tuple[int, ...] | None = None  # for display, when examples are images
 
     @property
     def discrete(self) -> bool:
@@ -78,6 +79,24 @@ def _images(name, train, val, test, n_levels) -> DataSource:
         test=held_out(test, 4),
         n_levels=n_levels,
         data_range=IMAGE_RANGE,
+    )
+
+
+def flattened(source: DataSource) -> DataSource:
+    """The same data with each example as a flat vector (for MLP score networks)."""
+    if len(source.shape) == 1:
+        return source
+
+    def flat(fn):
+        return lambda *args: fn(*args).reshape(-1, source.dim)
+
+    return dataclasses.replace(
+        source,
+        shape=(source.dim,),
+        train_batch=flat(source.train_batch),
+        val=flat(source.val),
+        test=flat(source.test),
+        image_shape=source.shape,
     )
 
 
