@@ -54,6 +54,7 @@ only logarithmically until :math:`N \gg 1/\epsilon`. Example::
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
@@ -165,9 +166,12 @@ class _AbstractExponentialSolver(diffrax.AbstractSolver):
         state = (ms, lams, jnp.minimum(count + 1, self._history))
         return y1, None, dict(y0=y0, y1=y1), state, diffrax.RESULTS.successful
 
+    @abc.abstractmethod
     def _update(self, h, lam0, m0, ms, lams, count) -> Array:
-        r""":math:`(x_i - (s_i/s_{i-1}) x_{i-1}) / a_i`, the integral term."""
-        raise NotImplementedError
+        r""":math:`(x_i - (s_i/s_{i-1}) x_{i-1}) / a_i`, the integral term, from the
+        step's ``h``, the current data prediction ``m0`` at log-SNR ``lam0``, the
+        previous ones ``ms`` at ``lams`` (most recent first) and how many of those are
+        filled (``count``)."""
 
     def func(self, terms, t0, y0, args):
         return terms.vf(t0, y0, args)
