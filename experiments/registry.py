@@ -6,6 +6,7 @@ import difflib
 
 import diffrax
 
+import samplers
 import sde
 
 SOLVERS = {
@@ -21,6 +22,10 @@ SOLVERS = {
     "sra1": diffrax.SRA1,
     "sea": diffrax.SEA,
     "spark": diffrax.SPaRK,
+    # exponential integrators for the probability-flow ODE (fixed steps only)
+    "ddim": samplers.DDIM,
+    "dpmpp2m": samplers.DPMSolverPP2M,
+    "dpmpp3m": samplers.DPMSolverPP3M,
 }
 
 SDES = {"vp": sde.VPSDE, "subvp": sde.SubVPSDE, "ve": sde.VESDE}

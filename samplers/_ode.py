@@ -46,7 +46,10 @@ def sample_ode(
         sde: the forward process (e.g. ``sde.VPSDE()``).
         shape: ``(B, *dims)`` of the samples.
         key: PRNG key for the prior draw.
-        solver: any diffrax ODE solver (Euler, Heun, Midpoint, Tsit5, Dopri5, ...).
+        solver: any diffrax ODE solver (Euler, Heun, Midpoint, Tsit5, Dopri5, ...), or
+            one of this library's exponential integrators (``samplers.DDIM()``,
+            ``DPMSolverPP2M()``, ``DPMSolverPP3M()``; fixed steps only), which receive
+            the SDE through their ``bind_sde`` hook.
         steps, ts: fixed steps, uniform in t (``steps``) or on a grid running from T
             down to eps (``ts``, whose end points are used as given). With neither,
             step control is adaptive with ``rtol``/``atol``.
