@@ -30,6 +30,10 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._base import AbstractSDE
 
+# The oracle is a reference: full float32 matmuls, never TF32 or bf16 passes (GPUs use
+# reduced-precision matmuls by default, which made adaptive solves take 10x the steps).
+_EXACT = jax.lax.Precision.HIGHEST
+
 
 class GaussianMixture(eqx.Module):
     """A Gaussian mixture data distribution ``p_0`` on ``R^D``.
@@ -110,14 +114,18 @@ class GaussianMixture(eqx.Module):
         return jnp.exp(self.log_weights)
 
     def covariances(self) -> Array:
-        return jnp.einsum("kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs)
+        return jnp.einsum(
+            "kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs, precision=_EXACT
+        )
 
     def sample(self, key: PRNGKeyArray, n: int) -> Float[Array, "n D"]:
         """Exact samples from ``p_0``."""
         kc, kz = jax.random.split(key)
         comp = jax.random.categorical(kc, self.log_weights, shape=(n,))
         z = jax.random.normal(kz, (n, self.dim))
-        x = jnp.einsum("nij,nj->ni", self.eigvecs[comp], jnp.sqrt(self.eigvals[comp]) * z)
+        x = jnp.einsum(
+            "nij,nj->ni", self.eigvecs[comp], jnp.sqrt(self.eigvals[comp]) * z, precision=_EXACT
+        )
         return self.means[comp] + x
 
     def log_prob(self, x: Float[Array, "B D"]) -> Float[Array, " B"]:
@@ -145,7 +153,7 @@ def _components(mix: GaussianMixture, x: Array, a: Array, s: Array):
     """Per-component quantities of ``p_t``; ``a``, ``s`` broadcast as ``[B, 1, 1]``."""
     y = x[:, None, :] - a * mix.means[None]  # [B, K, D]
     v = a**2 * mix.eigvals[None] + s**2  # [B, K, D] eigenvalues of C_k
-    z = jnp.einsum("kde,bkd->bke", mix.eigvecs, y)  # y in each eigenbasis
+    z = jnp.einsum("kde,bkd->bke", mix.eigvecs, y, precision=_EXACT)  # y in eigenbases
     log_comp = -0.5 * (
         jnp.sum(z**2 / v, -1) + jnp.sum(jnp.log(v), -1) + mix.dim * math.log(2 * math.pi)
     )
@@ -183,9 +191,9 @@ class MixtureOracle(eqx.Module):
 
     def _score_parts(self, x, t):
         a, s, y, v, z, logits = self._parts(x, t)
-        g = -jnp.einsum("kde,bke->bkd", self.mixture.eigvecs, z / v)  # -C_k^{-1} y
+        g = -jnp.einsum("kde,bke->bkd", self.mixture.eigvecs, z / v, precision=_EXACT)  # -C^-1 y
         r = jax.nn.softmax(logits, axis=-1)
-        return a, s, v, g, r, jnp.einsum("bk,bkd->bd", r, g)
+        return a, s, v, g, r, jnp.einsum("bk,bkd->bd", r, g, precision=_EXACT)
 
     def score(self, x: Float[Array, "B D"], t: ArrayLike) -> Float[Array, "B D"]:
         r"""The exact score :math:`\nabla_x \log p_t(x)`."""
@@ -203,8 +211,10 @@ class MixtureOracle(eqx.Module):
         which keeps its accuracy where ``a`` is tiny (no cancellation, no ``1/a``)."""
         a, _, _, v, z, logits = self._parts(x, t)
         r = jax.nn.softmax(logits, axis=-1)
-        post = jnp.einsum("kde,bke->bkd", self.mixture.eigvecs, self.mixture.eigvals * z / v)
-        return jnp.einsum("bk,bkd->bd", r, self.mixture.means[None] + a * post)
+        post = jnp.einsum(
+            "kde,bke->bkd", self.mixture.eigvecs, self.mixture.eigvals * z / v, precision=_EXACT
+        )
+        return jnp.einsum("bk,bkd->bd", r, self.mixture.means[None] + a * post, precision=_EXACT)
 
     def sample(self, key: PRNGKeyArray, n: int, t: ArrayLike = 0.0) -> Array:
         """Exact samples from ``p_t`` (``t=0`` gives the clean data ``p_0``).
@@ -235,5 +245,5 @@ class MixtureOracle(eqx.Module):
         a1, s1 = self.sde.marginal(t_to)
         scale = jnp.sqrt((a1**2 * mix.eigvals[0] + s1**2) / (a0**2 * mix.eigvals[0] + s0**2))
         u = mix.eigvecs[0]
-        y = (x - a0 * mix.means[0]) @ u
-        return a1 * mix.means[0] + (y * scale) @ u.T
+        y = jnp.matmul(x - a0 * mix.means[0], u, precision=_EXACT)
+        return a1 * mix.means[0] + jnp.matmul(y * scale, u.T, precision=_EXACT)
