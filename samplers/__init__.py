@@ -6,6 +6,7 @@ Every sampler shares one keyword signature (``score_fn``, ``sde``, ``shape``, ``
 one-name change.
 """
 
+from ._brownian import GridBrownianPath as GridBrownianPath
 from ._common import batch_max_rms as batch_max_rms
 from ._common import evaluations_per_step as evaluations_per_step
 from ._exponential import DDIM as DDIM
@@ -26,6 +27,7 @@ from ._pc import sample_pc as sample_pc
 from ._sde import sample_sde as sample_sde
 
 __all__ = [
+    "GridBrownianPath",
     "DDIM",
     "DPMSolverPP2M",
     "DPMSolverPP3M",

@@ -91,8 +91,8 @@ def sample_sde(
     (ShARK, SRA1, SEA, SPaRK), which get the space-time Lévy area they need.
 
     Fixed steps (``steps=N`` or a ``ts`` grid from T down to eps) draw exact Brownian
-    increments (``UnsafeBrownianPath``, the fast path). Without them, steps are
-    adaptive (``rtol``/``atol``) on a ``VirtualBrownianTree`` resolved to
+    increments (:class:`GridBrownianPath`, one pre-split key per step: the fast path).
+    Without them, steps are adaptive (``rtol``/``atol``) on a ``VirtualBrownianTree`` resolved to
     ``brownian_tol``; that needs a solver with an error estimate (Heun, SPaRK).
 
     ``denoise`` finishes with Tweedie's denoiser, as in :func:`sample_ode`.
