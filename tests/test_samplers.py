@@ -319,3 +319,23 @@ def test_bad_grid_and_solver_raise(ring):
         samplers.sample_ode(ts=jnp.array([1.0, 0.5, 0.7, 0.01]), **kw)
     with pytest.raises(ValueError, match="snr=-1"):
         samplers.sample_pc(snr=-1.0, steps=5, **kw)
+
+
+def test_grid_brownian_path_increments():
+    """Each grid step's increment is N(0, dt) (Levy area N(0, dt/12)), independent across
+    steps, and the same step always returns the same draw."""
+    from scipy import stats
+
+    grid = jnp.array([-1.0, -0.7, -0.2, -0.05, -1e-3])
+    path = samplers.GridBrownianPath((4000,), jax.random.key(0), grid, diffrax.SpaceTimeLevyArea)
+    draws = []
+    for i in range(4):
+        t0, t1 = grid[i], grid[i + 1]
+        out = path.evaluate(t0, t1, use_levy=True)
+        np.testing.assert_array_equal(out.W, path.evaluate(t0, t1))  # deterministic
+        dt = float(t1 - t0)
+        assert stats.kstest(np.asarray(out.W) / np.sqrt(dt), "norm").pvalue > 1e-3
+        assert stats.kstest(np.asarray(out.H) / np.sqrt(dt / 12), "norm").pvalue > 1e-3
+        draws.append(np.asarray(out.W) / np.sqrt(dt))
+    corr = np.corrcoef(np.stack(draws))
+    assert np.max(np.abs(corr - np.eye(4))) < 4 / np.sqrt(4000)  # independent steps
