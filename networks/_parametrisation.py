@@ -29,16 +29,7 @@ from jaxtyping import Array, ArrayLike, Float
 from sde import AbstractSDE, expand_time
 
 from ._checks import check_positive
-
-
-def _batch_time(t: ArrayLike, x: Array) -> Array:
-    """``t`` (scalar or ``[B]``) as ``[B]`` in ``x``'s dtype."""
-    t = jnp.asarray(t, dtype=x.dtype)
-    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != x.shape[0]):
-        raise ValueError(
-            f"t must be a scalar or have shape [B]=[{x.shape[0]}], got shape {t.shape}"
-        )
-    return jnp.broadcast_to(t, x.shape[:1])
+from ._embedding import broadcast_cond
 
 
 class AbstractParametrisation(eqx.Module):
@@ -72,10 +63,10 @@ class NoisePrediction(AbstractParametrisation):
     """
 
     def inputs(self, sde, x, t):
-        return x, _batch_time(t, x)
+        return x, broadcast_cond(t, x)
 
     def to_score(self, sde, x, t, out):
-        _, s = sde.marginal(_batch_time(t, x))
+        _, s = sde.marginal(broadcast_cond(t, x))
         return -out / expand_time(s, x)
 
 
@@ -97,12 +88,12 @@ class DirectScore(AbstractParametrisation):
             raise ValueError(f"scale_by_std must be a bool, got scale_by_std={self.scale_by_std!r}")
 
     def inputs(self, sde, x, t):
-        return x, _batch_time(t, x)
+        return x, broadcast_cond(t, x)
 
     def to_score(self, sde, x, t, out):
         if not self.scale_by_std:
             return out
-        _, s = sde.marginal(_batch_time(t, x))
+        _, s = sde.marginal(broadcast_cond(t, x))
         return out / expand_time(s, x)
 
 
@@ -156,19 +147,19 @@ class EDMDenoiser(AbstractParametrisation):
         return c_skip, c_out, c_in, c_noise
 
     def inputs(self, sde, x, t):
-        a, s = sde.marginal(_batch_time(t, x))
+        a, s = sde.marginal(broadcast_cond(t, x))
         _, _, c_in, c_noise = self.coefficients(s / a)
         return expand_time(c_in / a, x) * x, c_noise
 
     def denoiser(self, sde: AbstractSDE, x: Array, t: ArrayLike, out: Array) -> Array:
         r""":math:`D = c_\text{skip} \tilde x + c_\text{out} F`, the estimate of
         :math:`E[x_0 \mid x_t = x]`."""
-        a, s = sde.marginal(_batch_time(t, x))
+        a, s = sde.marginal(broadcast_cond(t, x))
         c_skip, c_out, _, _ = self.coefficients(s / a)
         return expand_time(c_skip / a, x) * x + expand_time(c_out, x) * out
 
     def to_score(self, sde, x, t, out):
-        a, s = sde.marginal(_batch_time(t, x))
+        a, s = sde.marginal(broadcast_cond(t, x))
         sigma = s / a
         _, c_out, _, _ = self.coefficients(sigma)
         x_tilde = x / expand_time(a, x)
