@@ -56,8 +56,8 @@ def time_grid(steps: int | None, ts: ArrayLike | None, t_start: float, t_end: fl
     direction = 1.0 if t_end > t_start else -1.0
     return eqx.error_if(
         ts,
-        jnp.any(direction * jnp.diff(ts) <= 0) | jnp.any((ts < 0) | (ts > 1)),
-        "ts must be strictly monotone, inside [0, 1], running "
+        jnp.any(direction * jnp.diff(ts) <= 0) | jnp.any((ts < 0) | (ts > max(t_start, t_end))),
+        f"ts must be strictly monotone, inside [0, T] = [0, {max(t_start, t_end)}], running "
         + ("up (eps -> T)" if direction > 0 else "down (T -> eps)"),
     )
 

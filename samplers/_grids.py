@@ -36,13 +36,19 @@ from jaxtyping import Array, Float
 import sde as sde_lib
 
 
-def _check(n, eps, T) -> None:
+def _check(n, eps, T, T_max=math.inf) -> None:
+    """``T_max`` is the SDE's final time ``sde.T`` for the grids built on an SDE."""
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n (the number of steps) must be an integer >= 1, got n={n!r}")
-    static = [isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (eps, T)]
-    if static[1] and not 0 < T <= sde_lib.AbstractSDE.T:
-        raise ValueError(f"T must lie in (0, 1], got T={T!r}")
-    if static[0] and not 0 < eps < (T if static[1] else sde_lib.AbstractSDE.T):
+    static = [isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (eps, T, T_max)]
+    if static[1] and not (0 < T <= (T_max if static[2] else math.inf) and math.isfinite(T)):
+        where = (
+            "be a finite number > 0"
+            if not static[2] or T_max == math.inf
+            else f"lie in (0, sde.T] = (0, {T_max!r}]"
+        )
+        raise ValueError(f"T must {where}, got T={T!r}")
+    if static[0] and not 0 < eps < (T if static[1] else T_max if static[2] else math.inf):
         raise ValueError(f"eps must lie in (0, T) = (0, {T!r}), got eps={eps!r}")
 
 
@@ -92,7 +98,7 @@ def quadratic_grid(n: int, eps: float = 1e-3, T: float = 1.0) -> Float[Array, " 
 
 
 def log_snr_grid(
-    sde: sde_lib.AbstractSDE, n: int, eps: float = 1e-3, T: float = 1.0
+    sde: sde_lib.AbstractSDE, n: int, eps: float = 1e-3, T: float | None = None
 ) -> Float[Array, " n_plus_1"]:
     r"""``n`` steps uniform in the log-SNR :math:`\lambda(t) = \log(a(t)/s(t))`.
 
@@ -108,7 +114,8 @@ def log_snr_grid(
 
         ts = samplers.log_snr_grid(sde.VPSDE(), 20)
     """
-    _check(n, eps, T)
+    T = sde.T if T is None else T  # default: the SDE's final time
+    _check(n, eps, T, sde.T)
     lam_T = sde.log_snr(jnp.asarray(T, jnp.float32))
     lam_eps = sde.log_snr(jnp.asarray(eps, jnp.float32))
     lam = _interpolate(lam_T, lam_eps, n)
@@ -119,7 +126,7 @@ def karras_grid(
     sde: sde_lib.AbstractSDE,
     n: int,
     eps: float = 1e-3,
-    T: float = 1.0,
+    T: float | None = None,
     rho: float = 7.0,
 ) -> Float[Array, " n_plus_1"]:
     r"""The grid of Karras et al. (2022, eq. 5): ``n`` steps uniform in
@@ -137,7 +144,8 @@ def karras_grid(
 
         ts = samplers.karras_grid(sde.VESDE(), 18, rho=7.0)
     """
-    _check(n, eps, T)
+    T = sde.T if T is None else T  # default: the SDE's final time
+    _check(n, eps, T, sde.T)
     if isinstance(rho, numbers.Real) and not (rho > 0 and math.isfinite(rho)):
         raise ValueError(f"rho must be a finite number > 0, got rho={rho!r}")
     # Work with log sigma = -lambda: sigma^(1/rho) = exp(-lambda / rho), no overflow.

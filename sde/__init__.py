@@ -6,6 +6,9 @@ through Stochastic Differential Equations", ICLR 2021.
 
 from ._base import AbstractSDE as AbstractSDE
 from ._base import expand_time as expand_time
+from ._edm import EDMSDE as EDMSDE
+from ._edm import edm_loss as edm_loss
+from ._edm import edm_loss_at as edm_loss_at
 from ._losses import dsm_loss as dsm_loss
 from ._losses import dsm_loss_at as dsm_loss_at
 from ._losses import sample_time as sample_time
@@ -17,6 +20,7 @@ from ._vp import SubVPSDE as SubVPSDE
 
 __all__ = [
     "AbstractSDE",
+    "EDMSDE",
     "GaussianMixture",
     "MixtureOracle",
     "SubVPSDE",
@@ -24,6 +28,8 @@ __all__ = [
     "VPSDE",
     "dsm_loss",
     "dsm_loss_at",
+    "edm_loss",
+    "edm_loss_at",
     "expand_time",
     "sample_time",
 ]
