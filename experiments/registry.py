@@ -26,9 +26,15 @@ SOLVERS = {
     "ddim": samplers.DDIM,
     "dpmpp2m": samplers.DPMSolverPP2M,
     "dpmpp3m": samplers.DPMSolverPP3M,
+    "dpmpp2s": samplers.DPMSolverPP2S,  # 2 score evaluations per step
+    "unipc": samplers.UniPC,  # UniP-2 + UniC (bh2): order 3
+    "unipc3": lambda: samplers.UniPC(order=3),  # order 4
+    "unipc_bh1": lambda: samplers.UniPC(variant="bh1"),
+    # exponential integrator for the reverse SDE (sample_sde, fixed steps only)
+    "sde_dpmpp2m": samplers.SDEDPMSolverPP2M,
 }
 
-SDES = {"vp": sde.VPSDE, "subvp": sde.SubVPSDE, "ve": sde.VESDE}
+SDES = {"vp": sde.VPSDE, "subvp": sde.SubVPSDE, "ve": sde.VESDE, "edm": sde.EDMSDE}
 
 
 def lookup(table: dict, name: str, what: str):

@@ -106,6 +106,8 @@ def sample_sde(
     check_eps(eps)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
+    if hasattr(solver, "bind_sde"):  # solvers built on the SDE (SDEDPMSolverPP2M)
+        solver = solver.bind_sde(sde)
     prior_key, path_key, _ = split_sampling_key(key)
     x_T = sde.prior_sample(prior_key, shape)
     x, num_steps, t_end = reverse_sde_solve(

@@ -1,6 +1,8 @@
-"""Exponential integrators (DDIM, DPM-Solver++) against exact answers: Tweedie's
-denoiser, the closed-form flow of a point mass, and the exact probability-flow map of
-a single Gaussian (``MixtureOracle.flow``) for empirical convergence orders."""
+"""Exponential integrators (DDIM, DPM-Solver++ 2M/3M/2S, UniPC, SDE-DPM-Solver++(2M))
+against exact answers: Tweedie's denoiser, the closed-form flow of a point mass, the
+exact probability-flow map of a single Gaussian (``MixtureOracle.flow``) for empirical
+convergence orders, and, for the SDE solver, the exact law of its output on a Gaussian
+(the scheme is affine there) for weak orders."""
 
 import diffrax
 import equinox as eqx
@@ -11,12 +13,26 @@ import pytest
 
 import samplers
 import sde
-from samplers._common import reverse_pf_drift
+from experiments import metrics
+from samplers._common import AdditiveNoiseTerm, reverse_pf_drift, reverse_sde_terms
 from samplers._exponential import data_prediction
 
 EPS = 1e-3
 SDES = {"vp": sde.VPSDE(), "subvp": sde.SubVPSDE(), "ve": sde.VESDE()}
 SOLVERS = {"ddim": samplers.DDIM, "2m": samplers.DPMSolverPP2M, "3m": samplers.DPMSolverPP3M}
+# The solvers added later: one more (2S) or the same (UniPC) evaluations per step.
+NEW_SOLVERS = {
+    "2s": samplers.DPMSolverPP2S,
+    "unipc1": lambda: samplers.UniPC(order=1),
+    "unipc2": lambda: samplers.UniPC(order=2),
+    "unipc3": lambda: samplers.UniPC(order=3),
+    "unipc1-bh1": lambda: samplers.UniPC(order=1, variant="bh1"),
+    "unipc2-bh1": lambda: samplers.UniPC(order=2, variant="bh1"),
+    "unip1": lambda: samplers.UniPC(order=1, corrector=False),
+    "unip2": lambda: samplers.UniPC(order=2, corrector=False),
+    "unip3": lambda: samplers.UniPC(order=3, corrector=False),
+}
+ALL_SOLVERS = SOLVERS | NEW_SOLVERS
 GAUSSIAN = sde.GaussianMixture(
     weights=[1.0], means=[[1.0, -0.5]], covariances=[[[0.5, 0.2], [0.2, 0.3]]]
 )
@@ -57,7 +73,7 @@ def _term(name):
 
 def _stepped(solver_name, sde_name, ts, x):
     """The solver run over ``ts`` (T -> eps) in s = -t, exactly as diffeqsolve steps it."""
-    solver, term = SOLVERS[solver_name]().bind_sde(SDES[sde_name]), _term(sde_name)
+    solver, term = ALL_SOLVERS[solver_name]().bind_sde(SDES[sde_name]), _term(sde_name)
     s = -np.asarray(ts)
     state = solver.init(term, s[0], s[1], x, None)
     for s0, s1 in zip(s[:-1], s[1:], strict=True):
@@ -118,10 +134,13 @@ def test_ddim_one_step_is_exact_for_a_point_mass(name):
         assert int(stats["nfe"]) == int(stats["num_steps"]) == 1
 
 
-@pytest.mark.parametrize("solver", ["2m", "3m"])
+@pytest.mark.parametrize(
+    "solver", ["2m", "3m", "unipc3", pytest.param("2s", marks=pytest.mark.slow)]
+)
 def test_multistep_is_exact_for_a_point_mass(solver):
     """x0_hat is constant in lambda, so every backward difference vanishes and the
-    multistep solvers are exact on any grid, too."""
+    multistep solvers (and 2S, whose two data predictions agree) are exact on any
+    grid, too."""
     with jax.enable_x64(True):
         forward = SDES["vp"]
         key = jax.random.key(3)
@@ -131,7 +150,7 @@ def test_multistep_is_exact_for_a_point_mass(solver):
             sde=forward,
             shape=(8, 2),
             key=key,
-            solver=SOLVERS[solver](),
+            solver=ALL_SOLVERS[solver](),
             ts=ts,
         )
         x_T = forward.prior_sample(key, (8, 2))
@@ -139,7 +158,7 @@ def test_multistep_is_exact_for_a_point_mass(solver):
         (a_T, a_e), (s_T, s_e) = forward.marginal(jnp.stack([jnp.float64(1.0), t_end]))
         exact = a_e * MU + s_e / s_T * (x_T - a_T * MU)
         np.testing.assert_allclose(x, exact, rtol=1e-11, atol=1e-11)
-        assert int(stats["nfe"]) == 6
+        assert int(stats["nfe"]) == 6 * samplers.evaluations_per_step(ALL_SOLVERS[solver]())[0]
 
 
 # ---- sample_ode runs the same steps, one score evaluation each -------------------
@@ -276,3 +295,322 @@ def test_binding_replaces_the_sde_and_keeps_the_solver():
     bound = samplers.DPMSolverPP3M(sde=SDES["ve"]).bind_sde(SDES["vp"])
     assert isinstance(bound, samplers.DPMSolverPP3M) and bound.sde is SDES["vp"]
     assert bound.order(None) == 3 and samplers.DDIM().order(None) == 1
+
+
+# ==== DPM-Solver++(2S) and UniPC =================================================
+
+
+@pytest.mark.parametrize("solver,per_step", [("2s", 2), ("unipc3", 1)], ids=["2s", "unipc3"])
+def test_new_ode_solvers_match_stepping_and_count_evaluations(solver, per_step):
+    """stats['nfe'] == the evaluations a host callback counts: 2 per step for 2S (the
+    intermediate point), 1 for UniPC (the corrector reuses the next step's evaluation
+    and the last step goes uncorrected)."""
+    oracle = sde.MixtureOracle(GAUSSIAN, SDES["vp"])
+
+    def counted(x, t):
+        jax.debug.callback(lambda: setattr(_Counter, "evaluations", _Counter.evaluations + 1))
+        return oracle.score(x, t)
+
+    ts = samplers.log_snr_grid(SDES["vp"], 12, EPS)
+    _Counter.evaluations = 0
+    x, stats = samplers.sample_ode(
+        score_fn=counted,
+        sde=SDES["vp"],
+        shape=(16, 2),
+        key=jax.random.key(0),
+        solver=ALL_SOLVERS[solver](),
+        ts=ts,
+    )
+    jax.block_until_ready(x)
+    jax.effects_barrier()
+    assert int(stats["num_steps"]) == 12
+    assert int(stats["nfe"]) == _Counter.evaluations == per_step * 12
+    assert samplers.evaluations_per_step(ALL_SOLVERS[solver]()) == (per_step, 0)
+    np.testing.assert_allclose(x, _stepped(solver, "vp", ts, _x_T("vp")), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "unip,reference", [("unip1", "ddim"), ("unip2", "2m"), ("unip3", "3m")], ids=["1", "2", "3"]
+)
+def test_unipc_predictor_alone_is_dpm_solver_pp(unip, reference):
+    """Two derivations, one scheme: UniP-1 is DDIM, UniP-2 with B(h) = 1 - e^{-h} is
+    DPM-Solver++(2M), and UniP-3 (order conditions solved exactly) is DPM-Solver++(3M),
+    on a grid with unequal steps in lambda."""
+    ts = samplers.karras_grid(SDES["vp"], 8, EPS)
+    x_T = _x_T("vp")
+    got, want = _stepped(unip, "vp", ts, x_T), _stepped(reference, "vp", ts, x_T)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_corrector_and_the_variant_change_the_result():
+    ts = samplers.karras_grid(SDES["vp"], 8, EPS)
+    x_T = _x_T("vp")
+    unipc2, unip2 = _stepped("unipc2", "vp", ts, x_T), _stepped("unip2", "vp", ts, x_T)
+    bh1 = _stepped("unipc2-bh1", "vp", ts, x_T)
+    assert float(jnp.max(jnp.abs(unipc2 - unip2))) > 1e-3
+    assert float(jnp.max(jnp.abs(unipc2 - bh1))) > 1e-3
+
+
+# Global orders on the exact Gaussian flow (float32; step ranges above its floor).
+# Theory: 2S 2; UniPC(order=p) with its corrector p + 1 (Zhao et al. 2023, Thm 3.1).
+NEW_ORDER_CASES = [
+    ("2s", "vp", "log_snr", (16, 32, 64, 128), 2),
+    ("2s", "vp", "karras", (16, 32, 64, 128), 2),
+    ("unipc2", "vp", "log_snr", (16, 32, 64, 128), 3),
+    ("unipc2", "vp", "karras", (16, 32, 64, 128), 3),
+    ("unipc3", "vp", "karras", (32, 64, 128), 4),
+    ("unipc3", "vp", "quadratic", (32, 64, 128), 4),
+]
+SLOW_ORDER_CASES = [
+    ("2s", "ve", "log_snr", (16, 32, 64, 128), 2),
+    ("2s", "subvp", "karras", (16, 32, 64, 128), 2),
+    ("unipc1", "vp", "log_snr", (16, 32, 64, 128), 2),
+    ("unipc1", "vp", "karras", (16, 32, 64, 128), 2),
+    ("unipc1-bh1", "vp", "karras", (16, 32, 64, 128), 2),
+    ("unipc2", "ve", "log_snr", (16, 32, 64, 128), 3),
+    ("unipc2", "vp", "quadratic", (16, 32, 64, 128), 3),
+    ("unipc2-bh1", "vp", "log_snr", (16, 32, 64, 128), 3),
+    ("unipc3", "ve", "karras", (32, 64, 128), 4),
+]
+
+
+@pytest.mark.parametrize(
+    "solver,name,grid,steps,order", NEW_ORDER_CASES, ids=["-".join(c[:3]) for c in NEW_ORDER_CASES]
+)
+def test_global_order_of_2s_and_unipc(solver, name, grid, steps, order):
+    slope, errors = _order(solver, name, grid, steps)
+    assert abs(slope - order) <= 0.3, f"slope {slope:.2f}, errors {errors}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "solver,name,grid,steps,order",
+    SLOW_ORDER_CASES,
+    ids=["-".join(c[:3]) for c in SLOW_ORDER_CASES],
+)
+def test_global_order_of_2s_and_unipc_more(solver, name, grid, steps, order):
+    slope, errors = _order(solver, name, grid, steps)
+    assert abs(slope - order) <= 0.3, f"slope {slope:.2f}, errors {errors}"
+
+
+def test_bad_new_solver_settings_raise():
+    for kwargs, match in [
+        (dict(order=4), r"order must be 1, 2 or 3, got order=4"),
+        (dict(order=True), r"order must be 1, 2 or 3"),
+        (dict(variant="bh3"), r"variant must be 'bh1' or 'bh2', got variant='bh3'"),
+        (dict(corrector=1), r"corrector must be True or False"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            samplers.UniPC(**kwargs)
+    for r in (0.0, 1.5, -0.5):
+        with pytest.raises(ValueError, match=r"r must be a number in \(0, 1\]"):
+            samplers.DPMSolverPP2S(r=r)
+
+
+def test_new_solvers_bind_and_report_their_order():
+    bound = samplers.UniPC(order=3, variant="bh1", corrector=False).bind_sde(SDES["ve"])
+    assert isinstance(bound, samplers.UniPC) and bound.sde is SDES["ve"]
+    assert (bound.predictor_order, bound.variant, bound.corrector) == (3, "bh1", False)
+    assert bound.order(None) == 3 and samplers.UniPC(order=3).order(None) == 4
+    assert samplers.DPMSolverPP2S(r=0.3).bind_sde(SDES["vp"]).r == 0.3
+    assert samplers.DPMSolverPP2S().order(None) == 2
+
+
+# ==== SDE-DPM-Solver++(2M) =======================================================
+
+# A diagonal covariance: the oracle's eigenvectors are then exact, so in float64 its
+# score is exact to round-off (the correlated GAUSSIAN's are orthogonal to ~1e-7).
+DIAG_COV = np.diag([0.5, 0.25])
+DIAG_GAUSSIAN = sde.GaussianMixture(weights=[1.0], means=[[1.0, -0.5]], covariances=[DIAG_COV])
+
+
+class _GivenIncrements(diffrax.AbstractBrownianPath):
+    """A "Brownian path" whose every increment is the array ``w``: stepping by hand
+    with chosen noise."""
+
+    w: jax.Array
+    levy_area: type = eqx.field(static=True, default=diffrax.BrownianIncrement)
+
+    @property
+    def t0(self):
+        return -1.0
+
+    @property
+    def t1(self):
+        return 0.0
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        return self.w
+
+
+_DRIFTS = {}
+
+
+def _sde_law(score_name, score_fn, forward, solver, ts, mean_T, cov_T, max_steps=128):
+    r"""The exact mean and covariance of a fixed-step SDE solver's output for
+    x_T ~ N(mean_T, cov_T) when the score is affine in x: the output is then an affine
+    function of x_T and of the standard normal increments z_1..z_n, so it is found by
+    running the scheme on a batch: row 0 gets x_T = mean_T and no noise, rows 1-2 the
+    columns of chol(cov_T), row 3 + 2i + d the unit noise e_d at step i.
+    Cov = sum over rows of (row - row 0)(row - row 0)^T. The batch has a fixed size
+    (``max_steps``) so that one compilation serves every grid."""
+    if score_name not in _DRIFTS:
+        # one term object per score: _step then compiles once
+        _DRIFTS[score_name] = reverse_sde_terms(score_fn, forward, None).terms[0]
+    drift = _DRIFTS[score_name]
+    dim, n = 2, len(ts) - 1
+    rows = 1 + dim + max_steps * dim
+    x = np.tile(np.asarray(mean_T, np.float64), (rows, 1))
+    x[1 : 1 + dim] += np.linalg.cholesky(cov_T).T
+    x = jnp.asarray(x)
+    s = -np.asarray(ts, np.float64)
+    solver = solver.bind_sde(forward) if hasattr(solver, "bind_sde") else solver
+    state = None
+    for i, (s0, s1) in enumerate(zip(s[:-1], s[1:], strict=True)):
+        z = np.zeros((rows, dim))
+        z[1 + dim + i * dim + np.arange(dim), np.arange(dim)] = 1.0
+        terms = diffrax.MultiTerm(
+            drift, AdditiveNoiseTerm(forward, _GivenIncrements(jnp.asarray(np.sqrt(s1 - s0) * z)))
+        )
+        if state is None:
+            state = solver.init(terms, s0, s1, x, None)
+        x, state = _step(solver, terms, s0, s1, x, state)
+    assert n <= max_steps
+    cols = x[1:] - x[0]
+    return x[0], cols.T @ cols
+
+
+def _exact_marginal(forward, mixture_cov, mu, t):
+    a, s = forward.marginal(jnp.float64(t))
+    return a * jnp.asarray(mu), a**2 * jnp.asarray(mixture_cov) + s**2 * jnp.eye(2)
+
+
+def test_sde_dpmpp2m_is_exact_in_law_for_a_point_mass():
+    """With p_0 = delta(mu) the data prediction is constant and the scheme integrates
+    the reverse SDE exactly: from x_T ~ p_T = N(a_T mu, s_T^2 I), any grid lands on
+    p_eps = N(a_eps mu, s_eps^2 I), to float64 round-off."""
+    with jax.enable_x64(True):
+        forward = SDES["vp"]
+        ts = samplers.karras_grid(forward, 3, EPS)
+        mean_T, cov_T = _exact_marginal(forward, np.zeros((2, 2)), MU, ts[0])
+        mean, cov = _sde_law(
+            "point-vp",
+            _point_mass_score(forward, MU),
+            forward,
+            samplers.SDEDPMSolverPP2M(),
+            ts,
+            mean_T,
+            cov_T,
+            max_steps=3,
+        )
+        want_mean, want_cov = _exact_marginal(forward, np.zeros((2, 2)), MU, ts[-1])
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(cov, want_cov, rtol=1e-10, atol=1e-16)
+
+
+@pytest.mark.parametrize(
+    "solver,grid,order",
+    [("sde2m", "log_snr", 2), ("sde2m", "karras", 2), ("euler", "log_snr", 1)],
+    ids=["sde2m-log_snr", "sde2m-karras", "euler-log_snr"],
+)
+def test_sde_weak_order_on_a_gaussian(solver, grid, order):
+    """The exact law of the output, started from the exact p_T: SDE-DPM-Solver++(2M)
+    gets the mean exactly (the data prediction at the mean path is the constant mu) and
+    the covariance with weak order 2 (measured 1.9-2.0 between 32 and 256 steps, 1.5
+    below 32). Euler-Maruyama's order 1 checks the method of measurement."""
+    with jax.enable_x64(True):
+        forward = SDES["vp"]
+        oracle = sde.MixtureOracle(DIAG_GAUSSIAN, forward)
+        make = {"sde2m": samplers.SDEDPMSolverPP2M, "euler": diffrax.Euler}[solver]
+        mu = np.array([1.0, -0.5])
+        steps, errors = (32, 64, 128), []
+        for n in steps:
+            ts = GRIDS[grid](forward, n)
+            mean_T, cov_T = _exact_marginal(forward, DIAG_COV, mu, ts[0])
+            mean, cov = _sde_law("gauss-vp", oracle.score, forward, make(), ts, mean_T, cov_T)
+            want_mean, want_cov = _exact_marginal(forward, DIAG_COV, mu, ts[-1])
+            if solver == "sde2m":
+                np.testing.assert_allclose(mean, want_mean, rtol=1e-12, atol=1e-12)
+            errors.append(float(jnp.max(jnp.abs(cov - want_cov)) / jnp.max(jnp.diag(want_cov))))
+        slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+        assert abs(slope - order) <= 0.3, f"slope {slope:.2f}, errors {errors}"
+
+
+def test_sample_sde_draws_the_law_of_the_scheme():
+    """Through sample_sde (its prior draw, its GridBrownianPath noise, bind_sde),
+    2^17 samples at 50 log-SNR steps have the mean and covariance that the exact law of
+    the scheme (from the N(0, I) prior) predicts, to 4 Monte Carlo standard errors;
+    one score evaluation per step, counted at run time."""
+    forward = SDES["vp"]
+    oracle = sde.MixtureOracle(DIAG_GAUSSIAN, forward)
+    ts = samplers.log_snr_grid(forward, 50, EPS)
+
+    def counted(x, t):
+        jax.debug.callback(lambda: setattr(_Counter, "evaluations", _Counter.evaluations + 1))
+        return oracle.score(x, t)
+
+    n = 2**17
+    _Counter.evaluations = 0
+    x, stats = samplers.sample_sde(
+        score_fn=counted,
+        sde=forward,
+        shape=(n, 2),
+        key=jax.random.key(5),
+        solver=samplers.SDEDPMSolverPP2M(),
+        ts=ts,
+    )
+    jax.block_until_ready(x)
+    jax.effects_barrier()
+    assert int(stats["nfe"]) == _Counter.evaluations == int(stats["num_steps"]) == 50
+    with jax.enable_x64(True):
+        mean, cov = _sde_law(
+            "gauss-vp",
+            sde.MixtureOracle(DIAG_GAUSSIAN, forward).score,
+            forward,
+            samplers.SDEDPMSolverPP2M(),
+            ts,
+            np.zeros(2),
+            np.eye(2) * forward.prior_std**2,
+        )
+    mean, cov = np.asarray(mean), np.asarray(cov)
+    x = np.asarray(x, np.float64)
+    se_mean = np.sqrt(np.diag(cov) / n)
+    assert np.all(np.abs(x.mean(0) - mean) <= 4 * se_mean), (x.mean(0), mean)
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    assert np.all(np.abs(np.cov(x.T) - cov) <= 4 * se_cov), (np.cov(x.T), cov)
+
+
+RING_WEIGHTS = [0.1, 0.2, 0.3, 0.4]
+
+
+@pytest.mark.parametrize(
+    "make_sde", [sde.VPSDE, pytest.param(sde.VESDE, marks=pytest.mark.slow)], ids=["vp", "ve"]
+)
+def test_sde_dpmpp2m_mode_weights_on_a_ring(make_sde):
+    """50 steps (50 NFE) on an unequal-weight ring (modes 14 stds apart, so that the
+    nearest-mode shares are the weights): every share within 4 binomial standard
+    errors of its weight."""
+    forward = make_sde()
+    ring = sde.GaussianMixture.ring(4, radius=3.0, std=0.3, weights=RING_WEIGHTS)
+    oracle = sde.MixtureOracle(ring, forward)
+    n = 5000
+    x, stats = samplers.sample_sde(
+        score_fn=oracle.score,
+        sde=forward,
+        shape=(n, 2),
+        key=jax.random.key(7),
+        solver=samplers.SDEDPMSolverPP2M(),
+        ts=samplers.log_snr_grid(forward, 50, EPS),
+    )
+    assert int(stats["nfe"]) == 50 and bool(jnp.all(jnp.isfinite(x)))
+    shares, w = metrics.mode_shares(x, ring.means), np.asarray(RING_WEIGHTS)
+    assert np.all(np.abs(shares - w) <= 4 * np.sqrt(w * (1 - w) / n)), shares
+
+
+def test_sde_solver_refusals():
+    oracle = sde.MixtureOracle(GAUSSIAN, SDES["vp"])
+    kw = dict(score_fn=oracle.score, sde=SDES["vp"], shape=(4, 2), key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"adaptive steps need a solver with an error estimate"):
+        samplers.sample_sde(solver=samplers.SDEDPMSolverPP2M(), **kw)
+    with pytest.raises(ValueError, match=r"SDEDPMSolverPP2M\(\) needs the forward SDE.*sample_sde"):
+        samplers.SDEDPMSolverPP2M().init(None, -1.0, -0.5, jnp.ones((4, 2)), None)
