@@ -1,13 +1,20 @@
 """Flax (NNX) score networks and the parametrisations that turn them into score
 functions. (Filled in by the training issue.)"""
 
+from ._edm import EDMPrecond as EDMPrecond
 from ._embedding import FourierFrequencies as FourierFrequencies
 from ._embedding import GaussianFourierProjection as GaussianFourierProjection
 from ._embedding import sinusoidal_embedding as sinusoidal_embedding
 from ._mlp import MLPScoreNet as MLPScoreNet
+from ._ncsnpp import NCSNpp as NCSNpp
+from ._ncsnpp import count_params as count_params
+from ._ncsnpp import ddpm_cifar10 as ddpm_cifar10
+from ._ncsnpp import ddpmpp_cifar10 as ddpmpp_cifar10
+from ._ncsnpp import ncsnpp_cifar10 as ncsnpp_cifar10
 from ._parametrisation import AbstractParametrisation as AbstractParametrisation
 from ._parametrisation import DirectScore as DirectScore
 from ._parametrisation import EDMDenoiser as EDMDenoiser
+from ._parametrisation import GaussianResidual as GaussianResidual
 from ._parametrisation import NoisePrediction as NoisePrediction
 from ._score_function import ScoreFunction as ScoreFunction
 from ._score_function import score_fn as score_fn
@@ -17,12 +24,19 @@ __all__ = [
     "AbstractParametrisation",
     "DirectScore",
     "EDMDenoiser",
+    "EDMPrecond",
     "FourierFrequencies",
     "GaussianFourierProjection",
+    "GaussianResidual",
     "MLPScoreNet",
+    "NCSNpp",
     "NoisePrediction",
     "ScoreFunction",
     "SmallUNet",
+    "count_params",
+    "ddpm_cifar10",
+    "ddpmpp_cifar10",
+    "ncsnpp_cifar10",
     "score_fn",
     "sinusoidal_embedding",
 ]

@@ -1,7 +1,9 @@
-"""Small image data sets read offline: sklearn's 8x8 digits and MNIST from IDX files.
+"""Image data sets read offline: sklearn's 8x8 digits, MNIST from IDX files (gzipped or
+not) and CIFAR-10 from its *binary* distribution, plus random horizontal flips.
 
-Images come back as ``uint8`` arrays ``[N, H, W, 1]`` (channels last) of integer
-levels, with ``int64`` labels; dequantise them with :func:`dequantize`.
+Images come back as ``uint8`` arrays ``[N, H, W, C]`` (channels last) of integer
+levels, with ``int64`` labels; dequantise them with :func:`dequantize`. Nothing is
+downloaded and no pickle is ever loaded.
 """
 
 from __future__ import annotations
@@ -199,3 +201,116 @@ def load_mnist(
             f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels"
         )
     return images[..., None], labels.astype(np.int64)
+
+
+# CIFAR-10, binary version (Krizhevsky 2009; https://www.cs.toronto.edu/~kriz/cifar.html,
+# "CIFAR-10 binary version (suitable for C programs)"): each file is a sequence of
+# 3073-byte records, one label byte (0..9) then the 32x32 image as 1024 red, 1024 green
+# and 1024 blue bytes, each plane row-major (channel-major overall).
+CIFAR10_LEVELS = 256
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+CIFAR10_FILES = {
+    "train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+    "test": ("test_batch.bin",),
+}
+_CIFAR10_SIDE = 32
+_CIFAR10_RECORD = 1 + 3 * _CIFAR10_SIDE * _CIFAR10_SIDE
+_CIFAR10_SUBDIR = "cifar-10-batches-bin"
+
+
+def read_cifar10_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 binary batch file: ``(images uint8 [N, 32, 32, 3], labels int64 [N])``.
+
+    Raises ``ValueError`` naming the file if its length is not a positive multiple of
+    3073 bytes or a label byte is not in 0..9.
+    """
+    path = Path(path)
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _CIFAR10_RECORD:
+        raise ValueError(
+            f"{path}: {raw.size} bytes is not a positive multiple of the {_CIFAR10_RECORD}-byte "
+            "CIFAR-10 record (1 label byte + 3x32x32 pixel bytes); is this the binary version?"
+        )
+    records = raw.reshape(-1, _CIFAR10_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() >= len(CIFAR10_CLASSES):
+        bad = int(np.argmax(labels >= len(CIFAR10_CLASSES)))
+        raise ValueError(
+            f"{path}: record {bad} has label byte {labels[bad]}, expected 0..9 "
+            "(CIFAR-100's binary files have two label bytes and are not read here)"
+        )
+    planes = records[:, 1:].reshape(-1, 3, _CIFAR10_SIDE, _CIFAR10_SIDE)
+    return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)), labels
+
+
+def _cifar10_directory(directory: Path, names: tuple[str, ...]) -> Path:
+    for d in (directory, directory / _CIFAR10_SUBDIR):
+        if all((d / n).is_file() for n in names):
+            return d
+    holds = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else None
+    pickled = holds is not None and (
+        "cifar-10-batches-py" in holds or any(n[: -len(".bin")] in holds for n in names)
+    )
+    missing = [n for n in names if not (directory / n).is_file()]
+    partial = f" (incomplete: {missing} missing)" if len(missing) < len(names) else ""
+    raise FileNotFoundError(
+        f"CIFAR-10 binary files {list(names)} not found in {directory}{partial} or "
+        f"{directory / _CIFAR10_SUBDIR}; "
+        + ("it is not a directory" if holds is None else f"it holds {holds}")
+        + (
+            ". That looks like the pickled Python version, which is never loaded (pickles "
+            "can run code): use the binary version, cifar-10-binary.tar.gz from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html"
+            if pickled
+            else ". Unpack cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"
+        )
+    )
+
+
+def load_cifar10(
+    directory: str | os.PathLike, split: str = "train"
+) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 from its binary files: ``(images uint8 [N, 32, 32, 3], labels int64 [N])``.
+
+    ``split="train"`` reads ``data_batch_1.bin`` .. ``data_batch_5.bin`` (50,000 images,
+    in file order), ``"test"`` reads ``test_batch.bin`` (10,000). ``directory`` is the
+    unpacked ``cifar-10-batches-bin`` folder or the folder that contains it. The pickled
+    "python version" is refused. Labels index :data:`CIFAR10_CLASSES`. Example::
+
+        x, y = load_cifar10("~/data/cifar-10-batches-bin", "test")   # (10000, 32, 32, 3)
+    """
+    if split not in CIFAR10_FILES:
+        raise ValueError(f"unknown CIFAR-10 split={split!r}; choose one of {tuple(CIFAR10_FILES)}")
+    names = CIFAR10_FILES[split]
+    folder = _cifar10_directory(Path(directory).expanduser(), names)
+    parts = [read_cifar10_batch(folder / n) for n in names]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def random_flip(images: np.ndarray, seed: int, step: int) -> np.ndarray:
+    """Mirror each image of ``images [N, H, W, C]`` left-right with probability 1/2.
+
+    Which images flip is a pure function of ``(seed, step)``
+    (``np.random.default_rng([seed, 5, step])``, a stream no other batch helper uses), so
+    a resumed run flips exactly as an uninterrupted one. Returns a new array. Example::
+
+        x = random_flip(train[batch_indices(len(train), 128, seed, step)], seed, step)
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape [N, H, W, C], got shape {images.shape}")
+    if int(seed) < 0 or int(step) < 0:
+        raise ValueError(f"seed and step must be >= 0, got seed={seed!r}, step={step!r}")
+    flip = np.random.default_rng([int(seed), 5, int(step)]).random(len(images)) < 0.5
+    return np.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
