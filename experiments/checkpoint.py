@@ -3,6 +3,15 @@
 A checkpoint holds the model, EMA and optimizer state (one nnx state pytree, PRNG keys
 stored as raw key data) plus JSON metadata (step, best validation NLL). The data
 position is the step: batches are a pure function of (seed, step).
+
+Several processes: every process calls :meth:`Checkpoints.save` and
+:meth:`Checkpoints.restore_latest` (both are collective). Orbax writes each array once
+(the shards of replica 0, spread over the processes that hold them) into a temporary
+directory and, after a barrier, process 0 renames it to the step's name: a run killed
+mid-save leaves no half checkpoint under a step's name. The directory must be one that
+all processes see (a shared file system or a bucket). Arrays are stored whole, not per
+device, so a checkpoint restores onto any number of devices and processes and any
+sharding given in the abstract state.
 """
 
 from __future__ import annotations
@@ -39,6 +48,19 @@ def from_saveable(abstract: nnx.State, restored: dict) -> nnx.State:
     return state
 
 
+def _saveable_target(abstract: nnx.State) -> dict:
+    """``jax.ShapeDtypeStruct`` leaves of :func:`to_saveable`, keeping the shardings
+    (PRNG keys become their key data, with the key's sharding)."""
+
+    def one(a):
+        if _is_key(a):
+            data = jax.eval_shape(jax.random.key_data, a)
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=a.sharding)
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
+
+    return jax.tree.map(one, nnx.to_pure_dict(abstract))
+
+
 class Checkpoints:
     """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
 
@@ -68,8 +90,12 @@ class Checkpoints:
         self.manager.wait_until_finished()
 
     def restore_latest(self, abstract: nnx.State) -> tuple[nnx.State, dict] | None:
-        """The newest checkpoint that restores; broken ones are skipped with a warning."""
-        target = jax.eval_shape(to_saveable, abstract)
+        """The newest checkpoint that restores; broken ones are skipped with a warning.
+
+        ``abstract`` holds ``jax.ShapeDtypeStruct`` leaves; where they carry a
+        ``sharding``, the arrays are restored onto it (required with several processes).
+        """
+        target = _saveable_target(abstract)
         for step in reversed(self.steps()):
             try:
                 out = self.manager.restore(

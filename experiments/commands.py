@@ -1,4 +1,13 @@
-"""``scoresde train | sample | likelihood | evaluate``."""
+"""``scoresde train | sample | likelihood | evaluate``.
+
+Each command runs on every device of the machine and, launched once per host, on every
+host: ``--coordinator-address HOST:PORT --num-processes N --process-id I`` join the
+processes explicitly; without them a command stays a single process unless it was
+started by ``srun`` (SLURM, more than one task), ``mpirun`` (Open MPI) or with
+``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID`` set, where JAX
+reads the values from the environment (``--distributed on`` also asks JAX to detect a
+Cloud TPU pod; ``--distributed off`` never joins). See docs/scaling.md.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,49 @@ import pathlib
 import sys
 
 from experiments import config as config_lib
+
+
+def _add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "multi-process (see docs/scaling.md)",
+        "run one process per host (or per GPU); all processes get the same arguments "
+        "apart from --process-id",
+    )
+    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="address of process 0")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    g.add_argument(
+        "--distributed",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: join when the flags above are given or SLURM/Open MPI/JAX_* "
+        "variables say so; on: always ask JAX to detect the cluster (TPU pods); "
+        "off: single process (default: auto)",
+    )
+    g.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=100,
+        metavar="S",
+        help="seconds without heartbeats after which a process counts as dead and the "
+        "others exit (default: 100)",
+    )
+
+
+def _join(args, prog: str) -> bool:
+    """Start jax.distributed as the flags say; True when multi-process."""
+    from experiments import distributed
+
+    multi = distributed.initialize(
+        args.coordinator_address,
+        args.num_processes,
+        args.process_id,
+        mode=args.distributed,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
+    if multi:
+        print(f"{prog}: {distributed.describe()}", file=sys.stderr, flush=True)
+    return multi
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -26,6 +78,14 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
+        "--step-timeout",
+        type=float,
+        metavar="S",
+        help="exit with a message if no training step completes for S seconds (off by "
+        "default; catches a process that hangs while its heartbeats go on)",
+    )
+    _add_distributed_args(p)
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -35,20 +95,29 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train(argv: list[str]) -> int:
-    args = _train_parser().parse_args(argv)
-    from experiments import evaluate
+    p = _train_parser()
+    args = p.parse_args(argv)
+    try:
+        _join(args, "scoresde train")
+    except ValueError as err:
+        p.error(str(err))
+    from experiments import distributed, evaluate
     from experiments import train as train_lib
 
-    try:
-        cfg = config_lib.load(args.config, args.overrides)
-        info = train_lib.train(cfg, args.workdir, progress=not args.quiet)
-    except (config_lib.ConfigError, train_lib.TrainingDiverged) as err:
-        print(f"scoresde train: {err}", file=sys.stderr)
-        return 2
-    if not args.no_eval:
-        s = evaluate.sample(args.workdir, progress=not args.quiet)
-        lik = evaluate.likelihood(args.workdir, progress=not args.quiet)
-        print(evaluate.report(args.workdir, info, s, lik))
+    with distributed.exit_on_peer_failure("scoresde train"):
+        try:
+            cfg = config_lib.load(args.config, args.overrides)
+            info = train_lib.train(
+                cfg, args.workdir, progress=not args.quiet, step_timeout=args.step_timeout
+            )
+        except (config_lib.ConfigError, train_lib.TrainingDiverged) as err:
+            print(f"scoresde train: {err}", file=sys.stderr)
+            return 2
+        if not args.no_eval:
+            s = evaluate.sample(args.workdir, progress=not args.quiet)
+            lik = evaluate.likelihood(args.workdir, progress=not args.quiet)
+            if distributed.is_main():
+                print(evaluate.report(args.workdir, info, s, lik))
     return 0
 
 
@@ -60,18 +129,25 @@ def sample(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
+    _add_distributed_args(p)
     args = p.parse_args(argv)
-    from experiments import evaluate
+    try:
+        _join(args, "scoresde sample")
+    except ValueError as err:
+        p.error(str(err))
+    from experiments import distributed, evaluate
 
-    info = evaluate.sample(
-        args.workdir,
-        method=args.method,
-        solver=args.solver,
-        steps=args.steps,
-        n=args.n,
-        seed=args.seed,
-    )
-    print(json.dumps(info, indent=2))
+    with distributed.exit_on_peer_failure("scoresde sample"):
+        info = evaluate.sample(
+            args.workdir,
+            method=args.method,
+            solver=args.solver,
+            steps=args.steps,
+            n=args.n,
+            seed=args.seed,
+        )
+    if distributed.is_main():
+        print(json.dumps(info, indent=2))
     return 0
 
 
@@ -86,11 +162,23 @@ def likelihood(argv: list[str]) -> int:
     p.add_argument("--rtol", type=float)
     p.add_argument("--atol", type=float)
     p.add_argument("--n", type=int, help="use the first N points of the split")
+    _add_distributed_args(p)
     args = p.parse_args(argv)
-    from experiments import evaluate
+    try:
+        _join(args, "scoresde likelihood")
+    except ValueError as err:
+        p.error(str(err))
+    from experiments import distributed, evaluate
 
-    out = evaluate.likelihood(
-        args.workdir, split=args.split, solver=args.solver, rtol=args.rtol, atol=args.atol, n=args.n
-    )
-    print(json.dumps(out, indent=2))
+    with distributed.exit_on_peer_failure("scoresde likelihood"):
+        out = evaluate.likelihood(
+            args.workdir,
+            split=args.split,
+            solver=args.solver,
+            rtol=args.rtol,
+            atol=args.atol,
+            n=args.n,
+        )
+    if distributed.is_main():
+        print(json.dumps(out, indent=2))
     return 0

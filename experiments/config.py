@@ -24,6 +24,7 @@ class DataConfig:
     val_fraction: float = 0.1  # images: validation carved out of train
     n_val: int = 2000  # toys: held-out validation points
     n_test: int = 10000  # toys: held-out test points
+    whiten: str = "none"  # "none" | "standardize" | "pca" | "zca": fixed affine map (mlp only)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ModelConfig:
     num_res_blocks: int = 1  # unet
     parametrisation: str = "noise"  # "noise" | "score" | "denoiser"
     sigma_data: float = 0.5  # denoiser
+    gaussian_base: bool = False  # add the exact score of N(0, I) data (use with data.whiten)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class TrainConfig:
     n_eval_val: int = 1000  # validation points per evaluation
     val_divergence: str = "exact"  # "exact" | "hutchinson" for the validation NLL
     val_probes: int = 4  # Hutchinson probes for the validation NLL
+    fsdp: bool = False  # split parameters/optimizer state over the devices (FSDP-style)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class Config:
 
 CHOICES = {
     "model.architecture": ("mlp", "unet"),
+    "data.whiten": ("none", "standardize", "pca", "zca"),
     "model.embedding": ("fourier", "sinusoidal"),
     "model.parametrisation": ("noise", "score", "denoiser"),
     "sde.name": ("vp", "subvp", "ve"),

@@ -1,4 +1,10 @@
-"""Evaluation of a trained run: samples, test log-likelihood, and a short report."""
+"""Evaluation of a trained run: samples, test log-likelihood, and a short report.
+
+Every batch is split over all devices of all processes (``experiments.distributed``):
+the jitted samplers then run as one SPMD program, so batch-joint and per-sample
+adaptive step control alike take the same steps on every device. Process 0 writes the
+files; every process returns the same results.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,11 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 import samplers
-from experiments import plotting, registry
+from experiments import distributed, plotting, registry
 from experiments.train import load_state
 
 SAMPLERS = {"ode": samplers.sample_ode, "sde": samplers.sample_sde, "pc": samplers.sample_pc}
@@ -37,8 +42,9 @@ def sample(
     if method not in SAMPLERS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SAMPLERS)}")
     solver_name = solver or (e.solver if method == "ode" else "euler")
+    mesh = distributed.mesh()
     kwargs = dict(
-        score_fn=setup.score_function(state),
+        score_fn=distributed.batch_sharded_score(setup.score_function(state), mesh),
         sde=setup.sde,
         eps=e.sample_eps,
         solver=registry.solver(solver_name),
@@ -50,24 +56,17 @@ def sample(
     chunks, nfe, key = [], 0, jax.random.key(seed)
     start = time.perf_counter()
     sizes = [min(e.batch_size, n - i) for i in range(0, n, e.batch_size)]
+    progress = progress and distributed.is_main()
     for i, size in enumerate(tqdm(sizes, desc="sampling", disable=not progress, unit="batch")):
         x, stats = SAMPLERS[method](
-            shape=(size, *setup.source.shape), key=jax.random.fold_in(key, i), **kwargs
+            shape=(distributed.padded_size(size, mesh), *setup.source.shape),
+            key=jax.random.fold_in(key, i),
+            **kwargs,
         )
-        chunks.append(np.asarray(x))
+        chunks.append(distributed.to_host(x)[:size])
         nfe = max(nfe, int(stats["nfe"]))
     x = np.concatenate(chunks)
     seconds = time.perf_counter() - start
-    np.savez(workdir / "samples.npz", samples=x)
-    title = f"{setup.cfg.data.name}: {method} ({solver_name}), NFE {nfe}"
-    if setup.source.discrete:
-        images = x[:64].reshape(-1, *(setup.source.image_shape or setup.source.shape))
-        plotting.image_grid(images, workdir / "samples.png", setup.source.data_range, title=title)
-    else:
-        reference = setup.source.test(setup.cfg.train.seed)[:n]
-        plotting.scatter_grid(
-            {"data (test)": reference, "samples": x}, workdir / "samples.png", title=title
-        )
     info = {
         "method": method,
         "solver": solver_name,
@@ -77,6 +76,22 @@ def sample(
         "seconds": seconds,
         "checkpoint_step": ckpt_step,
     }
+    if setup.source.to_data is not None:  # undo a whitening map: samples in data space
+        x = setup.source.to_data(x)
+    if not distributed.is_main():
+        return info
+    np.savez(workdir / "samples.npz", samples=x)
+    title = f"{setup.cfg.data.name}: {method} ({solver_name}), NFE {nfe}"
+    if setup.source.discrete:
+        images = x[:64].reshape(-1, *(setup.source.image_shape or setup.source.shape))
+        plotting.image_grid(images, workdir / "samples.png", setup.source.data_range, title=title)
+    else:
+        reference = setup.source.test(setup.cfg.train.seed)[:n]
+        if setup.source.to_data is not None:
+            reference = setup.source.to_data(reference)
+        plotting.scatter_grid(
+            {"data (test)": reference, "samples": x}, workdir / "samples.png", title=title
+        )
     (workdir / "samples.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -100,16 +115,19 @@ def likelihood(
     solver_name = solver or e.solver
     rtol, atol = rtol or e.rtol, atol or e.atol
     n = n or e.n_likelihood or None
-    score_fn = setup.score_function(state)
+    mesh = distributed.mesh()
+    score_fn = distributed.batch_sharded_score(setup.score_function(state), mesh)
+    progress = progress and distributed.is_main()
     logps, nfes, start = [], [], time.perf_counter()
     for r in range(e.dequant_repeats if setup.source.discrete else 1):
         data = getattr(setup.source, split)(setup.cfg.train.seed + r)[:n]
         batches = range(0, len(data), e.batch_size)
         for i in tqdm(batches, desc=f"likelihood {r + 1}", disable=not progress, unit="batch"):
+            x, size = distributed.shard_batch(data[i : i + e.batch_size], mesh)
             logp, stats = samplers.log_likelihood(
                 score_fn=score_fn,
                 sde=setup.sde,
-                x=jnp.asarray(data[i : i + e.batch_size]),
+                x=x,
                 key=jax.random.key(1000 * r + i),
                 solver=registry.solver(solver_name),
                 rtol=rtol,
@@ -118,9 +136,10 @@ def likelihood(
                 divergence=e.divergence,
                 n_probes=e.n_probes,
             )
-            logps.append(np.asarray(logp, np.float64))
+            logps.append(distributed.to_host(logp)[:size].astype(np.float64))
             nfes.append(int(stats["nfe"]))
-    logp = np.concatenate(logps)
+    # the model's density of the data: add the log-Jacobian of a whitening map (0 if none)
+    logp = np.concatenate(logps) + setup.source.log_det
     nll = -logp
     out = {
         "split": split,
@@ -141,6 +160,7 @@ def likelihood(
             "n_probes": e.n_probes,
             "step_control": "batch-joint, worst-sample norm",
             "batch_size": e.batch_size,
+            "whiten": setup.cfg.data.whiten,
         },
     }
     if setup.source.discrete:
@@ -162,7 +182,8 @@ def likelihood(
         out.update(
             entropy_nats=setup.source.entropy, kl_nats=out["nll_nats"] - setup.source.entropy
         )
-    (workdir / "likelihood.json").write_text(json.dumps(out, indent=2) + "\n")
+    if distributed.is_main():
+        (workdir / "likelihood.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 

@@ -5,17 +5,26 @@ split/merge pattern, batches and PRNG keys are pure functions of ``(seed, step)`
 run killed at any moment and restarted ends with exactly the parameters of an
 uninterrupted one. A non-finite loss stops the run before anything is saved, keeping
 the last good checkpoint.
+
+Data parallel over every device of every process (see :mod:`experiments.distributed`):
+``train.batch_size`` is the global batch. Each process takes its rows of the batch of
+step ``s`` (a pure function of ``(seed, s)``), the step is jitted with explicit
+shardings (batch split over the ``data`` axis, state replicated or, with
+``train.fsdp=true``, split FSDP-style), and the loss trajectory is that of one device
+with the whole batch up to float summation order. Process 0 alone writes
+``config.json``, ``metrics.jsonl``, progress images and the progress bar; every
+process takes part in computing, checkpointing and restoring.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -25,8 +34,9 @@ import networks
 import samplers
 import sde as sde_lib
 from experiments import config as config_lib
+from experiments import distributed
 from experiments.checkpoint import Checkpoints
-from experiments.data import DataSource, flattened, make_source
+from experiments.data import DataSource, flattened, make_source, whitened
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,10 +53,12 @@ def build_sde(c: config_lib.SDEConfig) -> sde_lib.AbstractSDE:
 
 def build_parametrisation(c: config_lib.ModelConfig) -> networks.AbstractParametrisation:
     if c.parametrisation == "noise":
-        return networks.NoisePrediction()
-    if c.parametrisation == "score":
-        return networks.DirectScore()
-    return networks.EDMDenoiser(sigma_data=c.sigma_data)
+        param = networks.NoisePrediction()
+    elif c.parametrisation == "score":
+        param = networks.DirectScore()
+    else:
+        param = networks.EDMDenoiser(sigma_data=c.sigma_data)
+    return networks.GaussianResidual(param) if c.gaussian_base else param
 
 
 def build_model(c: config_lib.ModelConfig, shape: tuple[int, ...], seed: int) -> nnx.Module:
@@ -98,6 +110,12 @@ class Setup:
         self.source: DataSource = make_source(cfg.data)
         if cfg.model.architecture == "mlp":
             self.source = flattened(self.source)  # images become flat vectors
+        if cfg.data.whiten != "none":
+            if len(self.source.shape) != 1:
+                raise config_lib.ConfigError(
+                    f"data.whiten={cfg.data.whiten} needs flat examples (model.architecture=mlp)"
+                )
+            self.source = whitened(self.source, cfg.data.whiten, cfg.train.seed)
         self.sde = build_sde(cfg.sde)
         self.param = build_parametrisation(cfg.model)
         self.tx, self.schedule = build_optimizer(cfg.train)
@@ -107,12 +125,34 @@ class Setup:
         ema = nnx.EMA(model, decay=cfg.train.ema_decay, only=nnx.Param)
         self.graphdef, self.state = nnx.split((model, optimizer, ema))
 
-    def abstract_state(self) -> nnx.State:
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self.state)
+    def state_shardings(self, mesh):
+        """Replicated state, or FSDP-split with ``train.fsdp``."""
+        return distributed.state_shardings(self.state, mesh, fsdp=self.cfg.train.fsdp)
 
-    def make_step(self):
+    def abstract_state(self, mesh=None) -> nnx.State:
+        """Shapes and dtypes of the state (with its shardings on ``mesh`` if given)."""
+        if mesh is None:
+            return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), self.state)
+        return jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            self.state,
+            self.state_shardings(mesh),
+        )
+
+    def placed_state(self, mesh) -> nnx.State:
+        """The initial state on ``mesh`` (the same on every process)."""
+        return distributed.put(self.state, self.state_shardings(mesh))
+
+    def make_step(self, mesh=None, donate: bool = False):
+        """``step(state, batch, step_index) -> (state, loss, grad_norm)``, jitted over
+        ``mesh`` (default: all devices): ``batch`` split along ``data``, the state on
+        :meth:`state_shardings`, loss and gradient norm replicated. With ``donate`` the
+        input state's buffers are reused for the output (the caller must not touch the
+        old state again)."""
         graphdef, forward, param, t = self.graphdef, self.sde, self.param, self.cfg.train
         base_key = jax.random.key(t.seed)
+        mesh = distributed.mesh() if mesh is None else mesh
+        state_sh, rep = self.state_shardings(mesh), distributed.replicated(mesh)
 
         def loss_fn(model, batch, key):
             score_fn = networks.score_fn(model, forward, param)
@@ -127,7 +167,6 @@ class Setup:
             )
             return losses.mean()
 
-        @jax.jit
         def step(state, batch, step_index):
             model, optimizer, ema = nnx.merge(graphdef, state)
             key = jax.random.fold_in(base_key, step_index)
@@ -136,7 +175,12 @@ class Setup:
             ema.update(model)
             return nnx.state((model, optimizer, ema)), loss, optax.tree.norm(grads)
 
-        return step
+        return jax.jit(
+            step,
+            in_shardings=(state_sh, distributed.batch_sharded(mesh), rep),
+            out_shardings=(state_sh, rep, rep),
+            donate_argnums=(0,) if donate else (),
+        )
 
     def score_function(self, state: nnx.State | None = None, use_ema: bool = True):
         """A pure score function of the (EMA) weights in ``state``, for the samplers."""
@@ -156,54 +200,67 @@ def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def validation_nll(setup: Setup, state: nnx.State, n: int) -> float:
-    """Mean NLL (nats per example) of the EMA model on the first ``n`` validation points."""
-    x = jnp.asarray(setup.source.val(setup.cfg.train.seed)[:n])
+def validation_nll(setup: Setup, state: nnx.State, n: int, mesh=None) -> float:
+    """Mean NLL (nats per example) of the EMA model on the first ``n`` validation points,
+    the batch split over ``mesh`` (default: all devices)."""
+    mesh = distributed.mesh() if mesh is None else mesh
+    x, n = distributed.shard_batch(setup.source.val(setup.cfg.train.seed)[:n], mesh)
     e = setup.cfg.eval
     logp, _ = samplers.log_likelihood(
-        score_fn=setup.score_function(state),
+        score_fn=distributed.batch_sharded_score(setup.score_function(state), mesh),
         sde=setup.sde,
         x=x,
         key=jax.random.key(0),
         rtol=e.rtol,
         atol=e.atol,
         eps=e.likelihood_eps,
-        divergence=e.divergence,
-        n_probes=e.n_probes,
+        divergence=setup.cfg.train.val_divergence,
+        n_probes=setup.cfg.train.val_probes,
     )
-    return float(-jnp.mean(logp))
+    # in the data's own units: add the log-Jacobian of a whitening map (0 without one)
+    return float(-np.mean(distributed.to_host(logp)[:n]) - setup.source.log_det)
 
 
-def progress_samples(setup: Setup, state: nnx.State, step: int, workdir: pathlib.Path) -> None:
-    """A quick look at the EMA model during training: progress/samples_STEP.png."""
+def progress_samples(
+    setup: Setup, state: nnx.State, step: int, workdir: pathlib.Path, mesh=None
+) -> None:
+    """A quick look at the EMA model during training: progress/samples_STEP.png
+    (sampled on every process, written by process 0)."""
     import diffrax
 
     from experiments import plotting
 
+    mesh = distributed.mesh() if mesh is None else mesh
     n = 64 if setup.source.discrete else 2000
     x, _ = samplers.sample_ode(
-        score_fn=setup.score_function(state),
+        score_fn=distributed.batch_sharded_score(setup.score_function(state), mesh),
         sde=setup.sde,
-        shape=(n, *setup.source.shape),
+        shape=(distributed.padded_size(n, mesh), *setup.source.shape),
         key=jax.random.key(step),
         solver=diffrax.Heun(),
         steps=50,
         eps=setup.cfg.eval.sample_eps,
     )
+    x = distributed.to_host(x)[:n]
+    if setup.source.to_data is not None:
+        x = setup.source.to_data(x)
+    if not distributed.is_main():
+        return
     out = workdir / "progress"
     out.mkdir(exist_ok=True)
     title = f"step {step} (EMA, PF-ODE Heun 50 steps)"
     if setup.source.discrete:
-        images = np.asarray(x).reshape(-1, *(setup.source.image_shape or setup.source.shape))
+        images = x.reshape(-1, *(setup.source.image_shape or setup.source.shape))
         plotting.image_grid(
             images, out / f"samples_{step}.png", setup.source.data_range, title=title
         )
     else:
-        plotting.scatter_grid({title: np.asarray(x)}, out / f"samples_{step}.png")
+        plotting.scatter_grid({title: x}, out / f"samples_{step}.png")
 
 
 def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> config_lib.Config:
-    """Write ``config.json``, or check a resumed run's config against it."""
+    """Write ``config.json``, or check a resumed run's config against it. Every process
+    checks; after a barrier, process 0 alone writes."""
     path = workdir / "config.json"
     if path.exists():
         saved = config_lib.read(path)
@@ -213,42 +270,74 @@ def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> config_lib
                 f"{workdir} holds a run with a different config ({', '.join(changed)}); "
                 "use a new --workdir, or the same config (only train.steps may change)"
             )
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(cfg, path)
+    distributed.barrier("scoresde-prepare-workdir")  # all have read before anyone writes
+    if distributed.is_main():
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(cfg, path)
+    distributed.barrier("scoresde-workdir-ready")
     return cfg
 
 
-def train(cfg: config_lib.Config, workdir: pathlib.Path, progress: bool = True) -> dict:
-    """Train (or resume) and return a summary; see the module docstring."""
+def _check_batch(cfg: config_lib.Config, mesh) -> None:
+    if cfg.train.batch_size % mesh.size:
+        raise config_lib.ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch and must be a "
+            f"multiple of the number of devices ({mesh.size}); e.g. "
+            f"train.batch_size={distributed.padded_size(cfg.train.batch_size, mesh)}"
+        )
+
+
+def train(
+    cfg: config_lib.Config,
+    workdir: pathlib.Path,
+    progress: bool = True,
+    mesh=None,
+    step_timeout: float | None = None,
+) -> dict:
+    """Train (or resume) and return a summary; see the module docstring.
+
+    ``mesh`` (default: every device of every process) carries the data parallelism.
+    ``step_timeout`` (seconds, default off) arms a :class:`distributed.Watchdog` after
+    the first step: a process that makes no progress for that long exits with a message.
+    """
     workdir = pathlib.Path(workdir)
+    mesh = distributed.mesh() if mesh is None else mesh
     setup = Setup(cfg)  # builds everything first: a bad config writes nothing
+    _check_batch(cfg, mesh)
     prepare_workdir(cfg, workdir)
-    t = cfg.train
+    t, main = cfg.train, distributed.is_main()
     ckpts = Checkpoints(workdir / "checkpoints", keep=t.keep)
     best = Checkpoints(workdir / "best", keep=1) if t.eval_every > 0 else None
-    state, start, best_val = setup.state, 0, math.inf
-    restored = ckpts.restore_latest(setup.abstract_state())
+    start, best_val = 0, math.inf
+    restored = ckpts.restore_latest(setup.abstract_state(mesh))
     if restored is not None:
         state, meta = restored
         start, best_val = int(meta["step"]), float(meta.get("best_val_nll", math.inf))
+    else:
+        state = setup.placed_state(mesh)
     metrics_path = workdir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start)
-    step_fn = setup.make_step()
+    if main:
+        _truncate_metrics(metrics_path, start)
+    step_fn = setup.make_step(mesh, donate=True)
+    batch_sharding = distributed.batch_sharded(mesh)
     bar = tqdm(
         total=t.steps,
         initial=start,
-        disable=not progress,
+        disable=not (progress and main),
         unit="step",
         dynamic_ncols=True,
         mininterval=1.0,
     )
+    watchdog = distributed.Watchdog(step_timeout, "scoresde train")
     window, last_log_time, started = [], time.perf_counter(), time.perf_counter()
     try:
-        with metrics_path.open("a") as log:
+        with metrics_path.open("a") if main else contextlib.nullcontext() as log:
             for step in range(start, t.steps):
-                batch = setup.source.train_batch(t.seed, step, t.batch_size)
-                new_state, loss, grad_norm = step_fn(state, batch, jnp.int32(step))
-                loss = float(loss)
+                batch = distributed.global_batch(
+                    setup.source.train_batch(t.seed, step, t.batch_size), batch_sharding
+                )
+                new_state, loss, grad_norm = step_fn(state, batch, np.int32(step))
+                loss = float(loss)  # replicated: every process sees the same value
                 if not math.isfinite(loss):
                     last = ckpts.steps()[-1] if ckpts.steps() else None
                     raise TrainingDiverged(
@@ -257,6 +346,7 @@ def train(cfg: config_lib.Config, workdir: pathlib.Path, progress: bool = True) 
                         f"lower train.lr (now {t.lr}) or train.grad_clip > 0 (now {t.grad_clip})."
                     )
                 state = new_state
+                watchdog.beat()
                 window.append((loss, float(grad_norm)))
                 done = step + 1
                 bar.update(1)
@@ -271,17 +361,21 @@ def train(cfg: config_lib.Config, workdir: pathlib.Path, progress: bool = True) 
                     }
                     window, last_log_time = [], now
                     if best is not None and (done % t.eval_every == 0 or done == t.steps):
-                        record["val_nll"] = validation_nll(setup, state, t.n_eval_val)
-                        progress_samples(setup, state, done, workdir)
+                        record["val_nll"] = validation_nll(setup, state, t.n_eval_val, mesh)
+                        progress_samples(setup, state, done, workdir, mesh)
                         if record["val_nll"] < best_val:
                             best_val = record["val_nll"]
                             best.save(done, state, {"step": done, "val_nll": best_val})
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                        watchdog.beat()
+                    if main:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if done % t.ckpt_every == 0 or done == t.steps:
                     ckpts.save(done, state, {"step": done, "best_val_nll": best_val})
+                    watchdog.beat()
     finally:
+        watchdog.stop()
         bar.close()
         ckpts.close()
     return {
@@ -289,19 +383,27 @@ def train(cfg: config_lib.Config, workdir: pathlib.Path, progress: bool = True) 
         "resumed_from": start,
         "train_seconds": time.perf_counter() - started,
         "best_val_nll": best_val if math.isfinite(best_val) else None,
+        "devices": mesh.size,
+        "processes": jax.process_count(),
     }
 
 
-def load_state(workdir: pathlib.Path, prefer_best: bool = True) -> tuple[Setup, nnx.State, int]:
-    """The run's setup and its best-on-validation (else latest) state."""
+def load_state(
+    workdir: pathlib.Path, prefer_best: bool = True, mesh=None
+) -> tuple[Setup, nnx.State, int]:
+    """The run's setup and its best-on-validation (else latest) state, restored onto
+    ``mesh`` (default: all devices; replicated, or FSDP-split as the run was trained)."""
     workdir = pathlib.Path(workdir)
     path = workdir / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{workdir} has no config.json: train a model there first")
     setup = Setup(config_lib.read(path))
+    abstract = setup.abstract_state(distributed.mesh() if mesh is None else mesh)
     for sub in ("best", "checkpoints") if prefer_best else ("checkpoints",):
         if (workdir / sub).exists():
-            restored = Checkpoints(workdir / sub, keep=10).restore_latest(setup.abstract_state())
+            ckpts = Checkpoints(workdir / sub, keep=10)
+            restored = ckpts.restore_latest(abstract)
+            ckpts.close()
             if restored is not None:
                 return setup, restored[0], int(restored[1]["step"])
     raise FileNotFoundError(f"{workdir} has no readable checkpoint")
