@@ -172,3 +172,51 @@ class EDMDenoiser(AbstractParametrisation):
         r""":math:`(\sigma^2 + \sigma_d^2)/\sigma_d^2`: makes the loss :math:`\|F - F^*\|^2`."""
         sigma = self.sigma(sde, t)
         return (sigma**2 + self.sigma_data**2) / self.sigma_data**2
+
+
+class GaussianResidual(AbstractParametrisation):
+    r"""Any parametrisation, plus the exact score of isotropic Gaussian data: the
+    network learns only the departure from :math:`N(0, \sigma_d^2 I)`.
+
+    For data :math:`x_0 \sim N(0, \sigma_d^2 I)` every marginal is
+    :math:`N(0, (a^2 \sigma_d^2 + s^2) I)`, so
+
+    .. math:: \nabla \log p_t(x) = -\frac{x}{a(t)^2 \sigma_d^2 + s(t)^2}
+        + \text{inner.to\_score}(x, t, F).
+
+    With a zero network output the model *is* that Gaussian, and its probability-flow
+    likelihood is the Gaussian's; training moves it from there. Paired with whitened
+    data (``data.whiten=pca``, unit covariance) this is a Gaussian fit of the data plus a
+    learned residual: on sklearn digits it is what takes a 3-layer MLP from worse than a
+    single Gaussian to below the 40-component GMM baseline (README, digits). The
+    network input and loss weight are the inner parametrisation's. Example::
+
+        param = networks.GaussianResidual(networks.NoisePrediction(), data_std=1.0)
+        score = networks.score_fn(model, sde.VPSDE(), param)
+    """
+
+    inner: AbstractParametrisation = eqx.field(default_factory=lambda: NoisePrediction())
+    data_std: float = 1.0
+
+    def __check_init__(self):
+        check_positive("data_std", self.data_std)
+        if not isinstance(self.inner, AbstractParametrisation) or isinstance(
+            self.inner, GaussianResidual
+        ):
+            raise ValueError(
+                f"inner must be a parametrisation other than GaussianResidual, got {self.inner!r}"
+            )
+
+    def inputs(self, sde, x, t):
+        return self.inner.inputs(sde, x, t)
+
+    def gaussian_score(self, sde: AbstractSDE, x: Array, t: ArrayLike) -> Array:
+        r""":math:`-x / (a^2 \sigma_d^2 + s^2)`, the score of the Gaussian base."""
+        a, s = sde.marginal(broadcast_cond(t, x))
+        return -x / expand_time(a**2 * self.data_std**2 + s**2, x)
+
+    def to_score(self, sde, x, t, out):
+        return self.inner.to_score(sde, x, t, out) + self.gaussian_score(sde, x, t)
+
+    def loss_weight(self, sde, t):
+        return self.inner.loss_weight(sde, t)

@@ -462,3 +462,59 @@ def test_batches_bad_arguments():
         next(data.batches((np.zeros(4), np.zeros(5)), 2, seed=0))
     with pytest.raises(ValueError, match="step=-1"):
         data.batch_indices(10, 2, 0, -1)
+
+
+# --------------------------------------------------------------------------------------
+# Whitening: an exact change of variables
+# --------------------------------------------------------------------------------------
+
+
+def _gaussian_source(dim=5, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(dim, dim)) * np.linspace(0.05, 2.0, dim)
+    cov = a @ a.T + 0.01 * np.eye(dim)
+    mean = rng.normal(size=dim)
+    draw = lambda s, n: np.random.default_rng(s).multivariate_normal(mean, cov, n)  # noqa: E731
+    src = data.DataSource(
+        name="gauss",
+        shape=(dim,),
+        train_batch=lambda seed, step, b: draw([seed, step], b).astype(np.float32),
+        val=lambda seed: draw([seed, 10**6 + 1], 500).astype(np.float32),
+        test=lambda seed: draw([seed, 10**6 + 2], 500).astype(np.float32),
+    )
+    return src, mean, cov
+
+
+@pytest.mark.parametrize("method", ["standardize", "pca", "zca"])
+def test_whitening_is_an_exact_change_of_variables(method):
+    src, mean, cov = _gaussian_source()
+    white = data.whitened(src, method)
+    x = src.test(0)
+    u = white.test(0)
+    # log N(x; mean, cov) == log p_U(u) + log_det, with p_U the exact law of u
+    # (Gaussian with the transformed moments): the Jacobian term is right.
+    lin = np.linalg.lstsq(np.c_[x - x.mean(0)], u - u.mean(0), rcond=None)[0]
+    u_mean = (mean - x.mean(0)) @ lin + u.mean(0)
+    u_cov = lin.T @ cov @ lin
+    lhs = scipy.stats.multivariate_normal(mean, cov).logpdf(x)
+    rhs = scipy.stats.multivariate_normal(u_mean, u_cov).logpdf(u) + white.log_det
+    np.testing.assert_allclose(lhs, rhs, atol=2e-3)
+    # the map's inverse recovers the data; the fitted statistics whiten the training data
+    np.testing.assert_allclose(white.to_data(u), x, atol=1e-4)
+    fit = np.concatenate([white.train_batch(0, s, 128) for s in range(64)])
+    np.testing.assert_allclose(fit.mean(0), 0.0, atol=1e-4)
+    c = np.cov(fit, rowvar=False)
+    if method == "standardize":
+        np.testing.assert_allclose(np.diag(c), 1.0, atol=1e-4)
+    else:
+        np.testing.assert_allclose(c, np.eye(5), atol=1e-4)
+
+
+def test_whitening_refuses_bad_input():
+    src, _, _ = _gaussian_source()
+    with pytest.raises(ValueError, match="unknown whitening 'pcaa'"):
+        data.whitened(src, "pcaa")
+    assert data.whitened(src, "none") is src
+    images = data.DataSource(name="img", shape=(2, 2, 1), train_batch=None, val=None, test=None)
+    with pytest.raises(ValueError, match="flat examples"):
+        data.whitened(images, "pca")

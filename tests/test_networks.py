@@ -397,3 +397,29 @@ def test_score_function_in_sample_ode_does_not_recompile():
 def test_invalid_arguments_raise(build, match):
     with pytest.raises(ValueError, match=match):
         build(nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("forward", [sde.VPSDE(), sde.SubVPSDE(), sde.VESDE()], ids=str)
+@pytest.mark.parametrize("data_std", [1.0, 0.4])
+def test_gaussian_residual_base_is_the_exact_gaussian_score(forward, data_std):
+    # a zero network output leaves the exact score of N(0, data_std^2 I) data
+    oracle = sde.MixtureOracle(
+        sde.GaussianMixture(weights=[1.0], means=[[0.0, 0.0, 0.0]], stds=data_std), forward
+    )
+    param = networks.GaussianResidual(networks.NoisePrediction(), data_std=data_std)
+    x = jax.random.normal(jax.random.key(0), (6, 3)) * 2.0
+    t = jnp.linspace(0.01, 1.0, 6)
+    got = param.to_score(forward, x, t, jnp.zeros_like(x))
+    np.testing.assert_allclose(got, oracle.score(x, t), rtol=1e-5, atol=1e-6)
+    # and the network's output enters exactly as in the inner parametrisation
+    out = jax.random.normal(jax.random.key(1), x.shape)
+    inner = networks.NoisePrediction().to_score(forward, x, t, out)
+    np.testing.assert_allclose(got + inner, param.to_score(forward, x, t, out), rtol=1e-5)
+    assert param.inputs(forward, x, t)[0] is x
+
+
+def test_gaussian_residual_bad_arguments():
+    with pytest.raises(ValueError, match="data_std"):
+        networks.GaussianResidual(networks.NoisePrediction(), data_std=0.0)
+    with pytest.raises(ValueError, match="inner"):
+        networks.GaussianResidual(networks.GaussianResidual())

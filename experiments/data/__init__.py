@@ -1,4 +1,5 @@
-"""Offline data sets: FFJORD's 2-D toys, Gaussian mixtures, sklearn digits, MNIST (IDX).
+"""Offline data sets: FFJORD's 2-D toys, Gaussian mixtures, sklearn digits, MNIST (IDX),
+CIFAR-10 (binary).
 
 Host-side numpy arrays throughout, seeded with ``np.random.default_rng(seed)``, plus
 uniform dequantisation (numpy or JAX keys) and a resumable batch iterator.
@@ -9,15 +10,24 @@ from ._batches import batches as batches
 from ._dequantize import dequantize as dequantize
 from ._dequantize import from_continuous as from_continuous
 from ._dequantize import to_continuous as to_continuous
+from ._images import CIFAR10_CLASSES as CIFAR10_CLASSES
+from ._images import CIFAR10_FILES as CIFAR10_FILES
+from ._images import CIFAR10_LEVELS as CIFAR10_LEVELS
 from ._images import DIGITS_LEVELS as DIGITS_LEVELS
 from ._images import DIGITS_SPLITS as DIGITS_SPLITS
 from ._images import MNIST_LEVELS as MNIST_LEVELS
+from ._images import load_cifar10 as load_cifar10
 from ._images import load_digits as load_digits
 from ._images import load_mnist as load_mnist
+from ._images import random_flip as random_flip
+from ._images import read_cifar10_batch as read_cifar10_batch
 from ._images import read_idx as read_idx
+from ._prefetch import Prefetcher as Prefetcher
+from ._source import WHITENINGS as WHITENINGS
 from ._source import DataSource as DataSource
 from ._source import flattened as flattened
 from ._source import make_source as make_source
+from ._source import whitened as whitened
 from ._toys import TOY_DATASETS as TOY_DATASETS
 from ._toys import mixture_dataset as mixture_dataset
 from ._toys import sample_toy as sample_toy
@@ -27,19 +37,28 @@ from ._toys import toy_mixture as toy_mixture
 
 __all__ = [
     "DataSource",
+    "WHITENINGS",
     "flattened",
     "make_source",
+    "whitened",
+    "CIFAR10_CLASSES",
+    "CIFAR10_FILES",
+    "CIFAR10_LEVELS",
     "DIGITS_LEVELS",
     "DIGITS_SPLITS",
     "MNIST_LEVELS",
+    "Prefetcher",
     "TOY_DATASETS",
     "batch_indices",
     "batches",
     "dequantize",
     "from_continuous",
+    "load_cifar10",
     "load_digits",
     "load_mnist",
     "mixture_dataset",
+    "random_flip",
+    "read_cifar10_batch",
     "read_idx",
     "sample_toy",
     "to_continuous",
