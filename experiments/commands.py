@@ -124,7 +124,7 @@ def train(argv: list[str]) -> int:
 def sample(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="scoresde sample", description="Sample a trained run.")
     p.add_argument("--workdir", required=True, type=pathlib.Path)
-    p.add_argument("--method", choices=["ode", "sde", "pc"])
+    p.add_argument("--method", choices=["ode", "sde", "pc", "edm"])
     p.add_argument("--solver", help="a diffrax solver name (tsit5, dopri5, heun, euler, ...)")
     p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
     p.add_argument("--n", type=int, help="number of samples")

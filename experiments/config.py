@@ -45,7 +45,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SDEConfig:
-    name: str = "vp"  # "vp" | "subvp" | "ve"
+    name: str = "vp"  # "vp" | "subvp" | "ve" | "edm" (sigma(t) = t, T = sigma_max)
     beta_min: float = 0.1
     beta_max: float = 20.0
     sigma_min: float = 0.01
@@ -66,6 +66,9 @@ class TrainConfig:
     weighting: str = "std2"  # "std2" | "likelihood"
     t_sampling: str = "uniform"  # "uniform" | "stratified" | "antithetic" | "importance"
     eps: float = 1e-5
+    loss: str = "dsm"  # "dsm" (weighting/t_sampling above) | "edm" (Karras et al. 2022)
+    p_mean: float = -1.2  # edm loss: ln sigma ~ N(p_mean, p_std^2)
+    p_std: float = 1.2
     seed: int = 0
     log_every: int = 100
     ckpt_every: int = 1000
@@ -80,9 +83,13 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     n_samples: int = 10000
-    method: str = "ode"  # "ode" | "sde" | "pc"
+    method: str = "ode"  # "ode" | "sde" | "pc" | "edm" (Heun on the Karras grid, churn)
     solver: str = "tsit5"
-    steps: int = 1000  # sde and pc
+    steps: int = 1000  # sde and pc; edm: N (2N - 1 evaluations)
+    s_churn: float = 0.0  # edm: stochasticity (Karras et al. 2022, Alg. 2)
+    s_tmin: float = 0.0
+    s_tmax: float = 1e9
+    s_noise: float = 1.0
     sample_eps: float = 1e-3
     rtol: float = 1e-5
     atol: float = 1e-5
@@ -108,12 +115,13 @@ CHOICES = {
     "data.whiten": ("none", "standardize", "pca", "zca"),
     "model.embedding": ("fourier", "sinusoidal"),
     "model.parametrisation": ("noise", "score", "denoiser"),
-    "sde.name": ("vp", "subvp", "ve"),
+    "sde.name": ("vp", "subvp", "ve", "edm"),
+    "train.loss": ("dsm", "edm"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("constant", "cosine"),
     "train.weighting": ("std2", "likelihood"),
     "train.t_sampling": ("uniform", "stratified", "antithetic", "importance"),
-    "eval.method": ("ode", "sde", "pc"),
+    "eval.method": ("ode", "sde", "pc", "edm"),
     "eval.divergence": ("exact", "hutchinson"),
     "train.val_divergence": ("exact", "hutchinson"),
 }
@@ -266,9 +274,22 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {cfg.model.dropout!r}")
     if cfg.train.weighting == "std2" and cfg.train.t_sampling == "importance":
         raise ConfigError("train.t_sampling=importance needs train.weighting=likelihood")
+    T = cfg.sde.sigma_max if cfg.sde.name == "edm" else 1.0  # the SDE's end time
     for key in ("train.eps", "eval.sample_eps", "eval.likelihood_eps"):
-        if not 0 < get(cfg, key) < 1:
-            raise ConfigError(f"{key} must lie in (0, 1), got {get(cfg, key)!r}")
+        if not 0 < get(cfg, key) < T:
+            raise ConfigError(f"{key} must lie in (0, T) = (0, {T:g}), got {get(cfg, key)!r}")
+    if cfg.sde.name in ("ve", "edm") and not 0 < cfg.sde.sigma_min < cfg.sde.sigma_max:
+        raise ConfigError(
+            f"sde.sigma_min must lie in (0, sde.sigma_max={cfg.sde.sigma_max!r}), "
+            f"got {cfg.sde.sigma_min!r}"
+        )
+    if cfg.train.loss == "edm" and not cfg.train.p_std > 0:
+        raise ConfigError(f"train.p_std must be > 0, got {cfg.train.p_std!r}")
+    if cfg.eval.s_churn < 0 or cfg.eval.s_noise <= 0 or cfg.eval.s_tmin > cfg.eval.s_tmax:
+        raise ConfigError(
+            "eval.s_churn must be >= 0, eval.s_noise > 0 and eval.s_tmin <= eval.s_tmax; got "
+            f"{cfg.eval.s_churn!r}, {cfg.eval.s_noise!r}, {cfg.eval.s_tmin!r}, {cfg.eval.s_tmax!r}"
+        )
     return cfg
 
 

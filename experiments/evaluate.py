@@ -21,7 +21,12 @@ import samplers
 from experiments import distributed, plotting, registry
 from experiments.train import load_state
 
-SAMPLERS = {"ode": samplers.sample_ode, "sde": samplers.sample_sde, "pc": samplers.sample_pc}
+SAMPLERS = {
+    "ode": samplers.sample_ode,
+    "sde": samplers.sample_sde,
+    "pc": samplers.sample_pc,
+    "edm": samplers.sample_edm,
+}
 
 
 def sample(
@@ -47,9 +52,23 @@ def sample(
         score_fn=distributed.batch_sharded_score(setup.score_function(state), mesh),
         sde=setup.sde,
         eps=e.sample_eps,
-        solver=registry.solver(solver_name),
     )
-    if method == "ode":
+    if method == "edm":  # its own Heun steps on the Karras grid (+ churn)
+        if solver is not None:
+            raise ValueError("--method edm takes Heun steps of its own: drop --solver")
+        solver_name = "edm heun" + (f", churn {e.s_churn:g}" if e.s_churn else "")
+        kwargs.update(
+            steps=steps or e.steps,
+            s_churn=e.s_churn,
+            s_tmin=e.s_tmin,
+            s_tmax=e.s_tmax,
+            s_noise=e.s_noise,
+        )
+    else:
+        kwargs["solver"] = registry.solver(solver_name)
+    if method == "edm":
+        pass
+    elif method == "ode":
         kwargs.update(rtol=e.rtol, atol=e.atol) if steps is None else kwargs.update(steps=steps)
     else:
         kwargs["steps"] = steps or e.steps

@@ -48,6 +48,8 @@ def build_sde(c: config_lib.SDEConfig) -> sde_lib.AbstractSDE:
         return sde_lib.VPSDE(beta_min=c.beta_min, beta_max=c.beta_max)
     if c.name == "subvp":
         return sde_lib.SubVPSDE(beta_min=c.beta_min, beta_max=c.beta_max)
+    if c.name == "edm":
+        return sde_lib.EDMSDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max)
     return sde_lib.VESDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max)
 
 
@@ -154,8 +156,21 @@ class Setup:
         mesh = distributed.mesh() if mesh is None else mesh
         state_sh, rep = self.state_shardings(mesh), distributed.replicated(mesh)
 
+        sigma_data = self.cfg.model.sigma_data
+
         def loss_fn(model, batch, key):
             score_fn = networks.score_fn(model, forward, param)
+            if t.loss == "edm":
+                losses = sde_lib.edm_loss(
+                    score_fn,
+                    forward,
+                    batch,
+                    key,
+                    p_mean=t.p_mean,
+                    p_std=t.p_std,
+                    sigma_data=sigma_data,
+                )
+                return losses.mean()
             losses = sde_lib.dsm_loss(
                 score_fn,
                 forward,

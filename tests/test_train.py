@@ -349,3 +349,49 @@ def test_digits_mlp_run_reports_bits_per_dim(tmp_path):
     expected = lik["nll_nats"] / (64 * math.log(2)) + math.log2(17 / 2)  # data in [-1, 1]
     assert lik["bits_per_dim"] == pytest.approx(expected, rel=1e-6)
     assert "entropy_nats" not in lik
+
+
+def test_edm_config_trains_with_the_edm_loss_and_samples_with_heun(tmp_path):
+    """sde.name=edm + train.loss=edm: the logged first loss is sde.edm_loss of the
+    initial model on the first batch; sampling uses EDM's Heun (2N - 1 evaluations)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import networks
+    import sde as sde_lib
+
+    cfg = config_lib.load(
+        "checkerboard_edm",
+        [*OVERRIDES, "train.steps=2", "train.ckpt_every=2", "eval.n_likelihood=32"],
+    )
+    setup = train.Setup(cfg)
+    assert isinstance(setup.sde, sde_lib.EDMSDE) and setup.sde.T == 80.0
+    model, _, _ = nnx.merge(setup.graphdef, setup.state)
+    batch = jnp.asarray(setup.source.train_batch(cfg.train.seed, 0, cfg.train.batch_size))
+    key = jax.random.fold_in(jax.random.key(cfg.train.seed), 0)
+    expected = sde_lib.edm_loss(
+        networks.score_fn(model, setup.sde, setup.param),
+        setup.sde,
+        batch,
+        key,
+        p_mean=cfg.train.p_mean,
+        p_std=cfg.train.p_std,
+        sigma_data=cfg.model.sigma_data,
+    ).mean()
+    workdir = tmp_path / "edm"
+    train.train(cfg, workdir, progress=False)
+    first = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 1 and first["loss"] == pytest.approx(float(expected), rel=1e-5)
+    info = evaluate.sample(workdir, n=16, steps=3, progress=False)
+    assert info["nfe"] == 5 and info["solver"].startswith("edm")
+    lik = evaluate.likelihood(workdir, n=16, progress=False)
+    assert math.isfinite(lik["nll_nats"]) and lik["settings"]["eps"] == 0.002
+
+
+def test_edm_config_errors_name_the_range():
+    with pytest.raises(config_lib.ConfigError, match=r"\(0, T\) = \(0, 80\)"):
+        config_lib.load("checkerboard_edm", ["eval.sample_eps=90.0"])
+    with pytest.raises(config_lib.ConfigError, match="sde.sigma_min"):
+        config_lib.load("checkerboard_edm", ["sde.sigma_min=100.0"])
+    with pytest.raises(config_lib.ConfigError, match="eval.s_churn"):
+        config_lib.load("checkerboard_edm", ["eval.s_churn=-1.0"])
