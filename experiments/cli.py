@@ -9,7 +9,11 @@ COMMANDS = {
     "sample": ("experiments.commands:sample", "sample a trained run (samples.png, samples.npz)"),
     "likelihood": ("experiments.commands:likelihood", "test log-likelihood (likelihood.json)"),
     "oracle": ("experiments.oracle", "every sampler and the likelihood on an exact score"),
-    "bench": ("experiments.cli:bench", "benchmarks: 'bench core' (samplers) or 'bench train'"),
+    "bench": (
+        "experiments.cli:bench",
+        "benchmarks: 'bench core' (samplers), 'bench train', 'bench solvers'",
+    ),
+    "experiment": ("experiments.vs_gan", "reproducible experiments: 'experiment vs-gan'"),
 }
 
 
@@ -20,15 +24,20 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+BENCHES = {
+    "core": "experiments.bench",
+    "train": "experiments.bench_train",
+    "solvers": "experiments.bench_solvers",
+    "scale": "experiments.bench_scale",
+}
+
+
 def bench(argv: list[str]) -> int:
-    """``scoresde bench [core|train] [options]``."""
+    """``scoresde bench [core|train|solvers|...] [options]`` (``core`` by default)."""
     import importlib
 
-    which, rest = (argv[0], argv[1:]) if argv and argv[0] in ("core", "train") else ("core", argv)
-    module = importlib.import_module(
-        "experiments.bench" if which == "core" else "experiments.bench_train"
-    )
-    return module.main(rest) or 0
+    which, rest = (argv[0], argv[1:]) if argv and argv[0] in BENCHES else ("core", argv)
+    return importlib.import_module(BENCHES[which]).main(rest) or 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,14 +129,49 @@ def sample(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("inpainting (image runs; replacement method, reverse SDE)")
+    g.add_argument(
+        "--inpaint",
+        metavar="MASK",
+        help="fill test images: left|right|top|bottom|center (the half/part kept or "
+        "hidden) or random:P; writes inpaint.png/.npz/.json",
+    )
+    g.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
+    g.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
+    g.add_argument("--corrector-steps", type=int, default=0, help="Langevin steps per step")
+    g.add_argument("--resample", type=int, default=1, help="RePaint-style passes per step")
     _add_distributed_args(p)
     args = p.parse_args(argv)
+    if args.mask is not None and args.inpaint is None:
+        args.inpaint = "array"
+    if args.inpaint is not None and args.method not in (None, "sde"):
+        p.error("--inpaint runs the reverse SDE (replacement method): drop --method")
     try:
         _join(args, "scoresde sample")
     except ValueError as err:
         p.error(str(err))
     from experiments import distributed, evaluate
 
+    if args.inpaint is not None:
+        import numpy as np
+
+        mask = np.load(args.mask, allow_pickle=False) if args.mask else args.inpaint
+        try:
+            info = evaluate.inpaint(
+                args.workdir,
+                mask=mask,
+                n=args.n or 8,
+                fills=args.fills,
+                steps=args.steps,
+                solver=args.solver,
+                corrector_steps=args.corrector_steps,
+                resample=args.resample,
+                seed=args.seed,
+            )
+        except ValueError as err:
+            p.error(str(err))
+        print(json.dumps(info, indent=2))
+        return 0
     with distributed.exit_on_peer_failure("scoresde sample"):
         info = evaluate.sample(
             args.workdir,

@@ -395,3 +395,33 @@ def test_edm_config_errors_name_the_range():
         config_lib.load("checkerboard_edm", ["sde.sigma_min=100.0"])
     with pytest.raises(config_lib.ConfigError, match="eval.s_churn"):
         config_lib.load("checkerboard_edm", ["eval.s_churn=-1.0"])
+
+
+def test_inpaint_command_keeps_known_pixels_and_refuses_whitened_runs(tmp_path):
+    small = [
+        "train.steps=2",
+        "train.batch_size=32",
+        "train.log_every=1",
+        "train.ckpt_every=2",
+        "train.eval_every=0",
+        "model.hidden=16",
+        "model.depth=1",
+        "model.embed_dim=8",
+        "model.cond_dim=8",
+    ]
+    raw = config_lib.load("digits", [*small, "data.whiten=none", "model.gaussian_base=false"])
+    train.train(raw, tmp_path / "raw", progress=False)
+    mask = evaluate.inpaint_mask("left", (8, 8, 1))
+    assert mask[:, :4].all() and not mask[:, 4:].any()
+    info = evaluate.inpaint(tmp_path / "raw", mask="center", n=2, fills=2, steps=3)
+    assert info["known_pixels_kept_exactly"] and info["nfe"] == 4  # 3 steps + denoiser
+    saved = np.load(tmp_path / "raw" / "inpaint.npz")
+    keep = saved["mask"].reshape(-1).astype(bool)
+    np.testing.assert_array_equal(saved["samples"][:, keep], saved["known"][:, keep])
+    assert (tmp_path / "raw" / "inpaint.png").exists()
+    with pytest.raises(ValueError, match="random:P needs P in"):
+        evaluate.inpaint_mask("random:2", (8, 8, 1))
+    white = config_lib.load("digits", small)
+    train.train(white, tmp_path / "white", progress=False)
+    with pytest.raises(ValueError, match="whitened data"):
+        evaluate.inpaint(tmp_path / "white", n=2, steps=3)
