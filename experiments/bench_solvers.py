@@ -313,6 +313,7 @@ def summary(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -323,6 +324,8 @@ def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> Non
         len(metrics_), len(grids), figsize=(3.6 * len(grids), 3.0 * len(metrics_)), squeeze=False
     )
     solvers = sorted({r["solver"] for r in rows if r["grid"] in grids})
+    cmap = plt.get_cmap("tab20")
+    colours = {name: cmap(i % 20) for i, name in enumerate(solvers)}
     floor = next((r for r in rows if r["solver"] == "exact" and r["problem"] == problem), None)
     euler100 = next(
         (
@@ -350,17 +353,26 @@ def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> Non
                     and r[metric] != 0
                 )
                 if pts:
-                    ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=s)
+                    ax.loglog(
+                        *zip(*pts, strict=True), marker="o", ms=3, label=s, color=colours[s]
+                    )
             if euler100 is not None and not math.isnan(euler100.get(metric, math.nan)):
                 ax.axhline(abs(euler100[metric]), color="k", ls="--", lw=0.8, label="Euler 100")
             if floor is not None and metric != "traj_rmse":
                 ax.axhline(abs(floor[metric]), color="grey", ls=":", lw=0.8, label="exact floor")
             ax.set_title(f"{grid}", fontsize=9)
             ax.set_xlabel("NFE")
-            ax.set_ylabel(metric)
-    axes[0][-1].legend(fontsize=6, loc="upper right")
-    fig.suptitle(f"{problem}: error against NFE (VP, eps={EPS})")
-    fig.tight_layout()
+            ax.set_ylabel(metric if metric != "mmd2" else "|mmd2|")
+            ax.set_xticks([5, 10, 20, 50])
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=7)
+    fig.suptitle(f"{problem}: error against NFE (VP, eps={EPS}); dashed: Euler, 100 NFE")
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -12,11 +12,17 @@ Two choices carry this config (measured on 2 CPU cores, README "Results"):
   whitening: a Gaussian fit of the data) plus the network's output, so training starts
   from a 2.98 bits/dim Gaussian instead of from a score of zero.
 
-With plain noise prediction on raw pixels the same MLP stayed at 3.46 bits/dim (worse
-than that single Gaussian): the validation NLL turned up after ~7k steps while the
-model memorised the 1,293 training images. The checkpoint is chosen on the validation
-split's NLL (144 images carved out of the 1,437 training images); the test split (360)
-is scored with the exact divergence.
+Measured (2 CPU cores shared with other jobs, 1541 s of training including eight exact
+validation likelihoods): test 2.560 ± 0.019 bits/dim (median 2.490, n = 360, exact
+divergence, Tsit5 1e-5, checkpoint 4000 chosen on validation), below the 40-component
+GMM's 2.648. Validation bits/dim by step: 2.88, 2.71, 2.63, 2.60 (4k), 2.62, 2.67,
+2.71, 2.75 — the model memorises the 1,293 training images after ~4k steps, hence the
+validation-selected checkpoint and dropout 0.1 (without dropout: best 2.61 at 3k).
+
+With plain noise prediction on raw pixels the same MLP stayed at 3.46 bits/dim, worse
+than that single Gaussian. The checkpoint is chosen on the validation split's NLL (144
+images carved out of the 1,437 training images); the test split (360) is scored with
+the exact divergence.
 """
 
 from experiments.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
@@ -25,7 +31,7 @@ from experiments.config import Config, DataConfig, EvalConfig, ModelConfig, Trai
 def get_config() -> Config:
     return Config(
         data=DataConfig(name="digits", val_fraction=0.1, whiten="pca"),
-        model=ModelConfig(architecture="mlp", hidden=512, depth=3, dropout=0.0, gaussian_base=True),
+        model=ModelConfig(architecture="mlp", hidden=512, depth=3, dropout=0.1, gaussian_base=True),
         train=TrainConfig(
             steps=8000,
             batch_size=128,
