@@ -353,9 +353,7 @@ def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> Non
                     and r[metric] != 0
                 )
                 if pts:
-                    ax.loglog(
-                        *zip(*pts, strict=True), marker="o", ms=3, label=s, color=colours[s]
-                    )
+                    ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=s, color=colours[s])
             if euler100 is not None and not math.isnan(euler100.get(metric, math.nan)):
                 ax.axhline(abs(euler100[metric]), color="k", ls="--", lw=0.8, label="Euler 100")
             if floor is not None and metric != "traj_rmse":

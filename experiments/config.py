@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "checkerboard"  # a 2-D toy, "digits" or "mnist"
-    directory: str = ""  # MNIST IDX files (mnist only)
+    name: str = "checkerboard"  # a 2-D toy, "digits", "mnist" or "cifar10"
+    directory: str = ""  # MNIST IDX files / CIFAR-10 binary batches
+    random_flip: bool = False  # images: random horizontal flips of training batches
     val_fraction: float = 0.1  # images: validation carved out of train
     n_val: int = 2000  # toys: held-out validation points
     n_test: int = 10000  # toys: held-out test points
@@ -29,7 +30,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = "mlp"  # "mlp" | "unet"
+    architecture: str = "mlp"  # "mlp" | "unet" (small) | "ddpmpp" | "ncsnpp" (score_sde's)
     hidden: int = 256
     depth: int = 3
     embed_dim: int = 64
@@ -37,7 +38,12 @@ class ModelConfig:
     embedding: str = "fourier"  # "fourier" | "sinusoidal"
     dropout: float = 0.0
     channels: tuple[int, ...] = (32, 64)  # unet
-    num_res_blocks: int = 1  # unet
+    num_res_blocks: int = 1  # unet, ddpmpp, ncsnpp
+    nf: int = 128  # ddpmpp/ncsnpp: base width
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)  # ddpmpp/ncsnpp: width multiplier per level
+    attn_resolutions: tuple[int, ...] = (16,)  # ddpmpp/ncsnpp: self-attention resolutions
+    compute_dtype: str = "float32"  # ddpmpp/ncsnpp: "float32" | "bfloat16" (f32 params)
+    remat: bool = False  # ddpmpp/ncsnpp: rematerialise residual blocks
     parametrisation: str = "noise"  # "noise" | "score" | "denoiser"
     sigma_data: float = 0.5  # denoiser
     gaussian_base: bool = False  # add the exact score of N(0, I) data (use with data.whiten)
@@ -111,7 +117,8 @@ class Config:
 
 
 CHOICES = {
-    "model.architecture": ("mlp", "unet"),
+    "model.architecture": ("mlp", "unet", "ddpmpp", "ncsnpp"),
+    "model.compute_dtype": ("float32", "bfloat16"),
     "data.whiten": ("none", "standardize", "pca", "zca"),
     "model.embedding": ("fourier", "sinusoidal"),
     "model.parametrisation": ("noise", "score", "denoiser"),
@@ -248,7 +255,7 @@ def validate(cfg: Config) -> Config:
     from experiments import registry
     from experiments.data import TOY_DATASETS
 
-    datasets = (*TOY_DATASETS, "digits", "mnist")
+    datasets = (*TOY_DATASETS, "digits", "mnist", "cifar10")
     if cfg.data.name not in datasets:
         raise ConfigError(f"data.name must be one of {', '.join(datasets)}; got {cfg.data.name!r}")
     if cfg.eval.solver.lower() not in registry.SOLVERS:

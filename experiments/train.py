@@ -25,6 +25,7 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -76,7 +77,29 @@ def build_model(c: config_lib.ModelConfig, shape: tuple[int, ...], seed: int) ->
             shape[0], hidden=c.hidden, depth=c.depth, cond_dim=c.cond_dim, **common
         )
     if len(shape) != 3:
-        raise config_lib.ConfigError(f"model.architecture=unet needs [H, W, C] data, got {shape}")
+        raise config_lib.ConfigError(
+            f"model.architecture={c.architecture} needs [H, W, C] data, got {shape}"
+        )
+    if c.architecture in ("ddpmpp", "ncsnpp"):  # score_sde's networks (Song et al. 2021)
+        if shape[0] != shape[1] or shape[0] % 2 ** (len(c.ch_mult) - 1):
+            raise config_lib.ConfigError(
+                f"model.architecture={c.architecture} needs square images whose side is "
+                f"divisible by 2^(len(model.ch_mult) - 1); got {shape} and ch_mult={c.ch_mult}"
+            )
+        return networks.NCSNpp(
+            shape[-1],
+            image_size=shape[0],
+            nf=c.nf,
+            ch_mult=tuple(c.ch_mult),
+            num_res_blocks=c.num_res_blocks,
+            attn_resolutions=tuple(c.attn_resolutions),
+            dropout=c.dropout,
+            embedding="sinusoidal" if c.architecture == "ddpmpp" else "fourier",
+            progressive_input="none" if c.architecture == "ddpmpp" else "residual",
+            dtype=None if c.compute_dtype == "float32" else jnp.bfloat16,
+            remat=c.remat,
+            rngs=rngs,
+        )
     return networks.SmallUNet(
         shape[-1], channels=c.channels, num_res_blocks=c.num_res_blocks, **common
     )

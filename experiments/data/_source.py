@@ -15,7 +15,15 @@ import numpy as np
 
 from ._batches import batch_indices
 from ._dequantize import dequantize
-from ._images import DIGITS_LEVELS, MNIST_LEVELS, load_digits, load_mnist
+from ._images import (
+    CIFAR10_LEVELS,
+    DIGITS_LEVELS,
+    MNIST_LEVELS,
+    load_cifar10,
+    load_digits,
+    load_mnist,
+    random_flip,
+)
 from ._toys import TOY_DATASETS, sample_toy, toy_entropy
 
 # Held-out toy points come from fixed seeds, independent of the training seed, so every
@@ -64,11 +72,12 @@ def _toy(name: str, n_val: int, n_test: int) -> DataSource:
     )
 
 
-def _images(name, train, val, test, n_levels) -> DataSource:
+def _images(name, train, val, test, n_levels, flip: bool = False) -> DataSource:
     def train_batch(seed, step, batch_size):
         idx = batch_indices(len(train), batch_size, seed, step)
         rng = np.random.default_rng([seed, 2, step])
-        return dequantize(rng, train[idx], n_levels, IMAGE_RANGE)
+        images = random_flip(train[idx], seed, step) if flip else train[idx]
+        return dequantize(rng, images, n_levels, IMAGE_RANGE)
 
     def held_out(images, stream):
         # dequantisation noise of held-out sets is fixed by the seed: repeats differ
@@ -192,5 +201,17 @@ def make_source(cfg) -> DataSource:
         perm = np.random.default_rng(0).permutation(len(images))
         val, train = images[np.sort(perm[:n_val])], images[np.sort(perm[n_val:])]
         return _images("mnist", train, val, load_mnist(cfg.directory, "test")[0], MNIST_LEVELS)
-    names = ", ".join((*TOY_DATASETS, "digits", "mnist"))
+    if cfg.name == "cifar10":
+        if not cfg.directory:
+            raise ValueError(
+                "data.name=cifar10 needs data.directory=PATH of the binary version "
+                "(cifar-10-batches-bin)"
+            )
+        images = load_cifar10(cfg.directory, "train")[0]
+        n_val = int(round(cfg.val_fraction * len(images)))
+        perm = np.random.default_rng(0).permutation(len(images))
+        val, train = images[np.sort(perm[:n_val])], images[np.sort(perm[n_val:])]
+        test = load_cifar10(cfg.directory, "test")[0]
+        return _images("cifar10", train, val, test, CIFAR10_LEVELS, flip=cfg.random_flip)
+    names = ", ".join((*TOY_DATASETS, "digits", "mnist", "cifar10"))
     raise ValueError(f"unknown data set data.name={cfg.name!r}; choose one of {names}")
