@@ -130,9 +130,9 @@ def sample_edm(
         score_fn: pure ``score_fn(x, t)`` with ``x: [B, *dims]``, ``t: [B]``.
         sde: any linear SDE; :class:`sde.EDMSDE` gives EDM exactly (:math:`t = \sigma`).
         shape: ``(B, *dims)`` of the samples.
-        key: PRNG key. Without churn it is the prior draw's key, as in
-            :func:`sample_ode` (same key, same ``x_T``); with churn
-            ``jax.random.split(key)`` gives the prior draw's key and the churn noise's key.
+        key: PRNG key: the prior draw's key, as in :func:`sample_ode` (same key, same
+            ``x_T``, with or without churn); the churn noise uses
+            ``jax.random.fold_in(key, 1)``.
         steps: EDM's ``N``, counting the final step to :math:`\sigma = 0` (default 18
             when ``ts`` is not given): the Karras grid of ``N`` noise levels from
             :math:`\sigma(T)` to :math:`\sigma(\epsilon)`, then 0. ``NFE = 2N - 1``.
@@ -186,9 +186,9 @@ def sample_edm(
     n_heun = times.shape[0] - 1  # steps between positive noise levels
     n_total = n_heun + int(denoise)  # EDM's N
     gamma_max = min(s_churn / n_total, math.sqrt(2.0) - 1.0)
-    # Deterministic: the prior draw uses ``key`` itself, as in sample_ode, so that both
-    # start from the same x_T; with churn the key is split between prior and noise.
-    k_prior, k_churn = (key, key) if gamma_max == 0 else jax.random.split(key)
+    # The prior draw uses ``key`` itself, as sample_ode does (same key, same x_T, with or
+    # without churn); the churn noise comes from a key folded out of it.
+    k_prior, k_churn = key, jax.random.fold_in(key, 1)
     step_keys = jax.random.split(k_churn, n_total)
 
     x_T = sde.prior_sample(k_prior, shape)

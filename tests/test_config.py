@@ -148,7 +148,7 @@ def test_wrong_type_names_key_and_expected_type(override, expected):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["sde.name=foo"], "sde.name must be one of vp, subvp, ve; got 'foo'"),
+        (["sde.name=foo"], "sde.name must be one of vp, subvp, ve, edm; got 'foo'"),
         (["model.architecture=cnn"], "model.architecture must be one of mlp, unet"),
         (["eval.method=euler"], "eval.method must be one of ode, sde, pc"),
         (["train.lr=0"], "train.lr must be > 0, got 0.0"),
@@ -156,8 +156,8 @@ def test_wrong_type_names_key_and_expected_type(override, expected):
         (["train.batch_size=0"], "train.batch_size must be > 0"),
         (["train.ema_decay=1"], "train.ema_decay must lie in [0, 1)"),
         (["model.dropout=-0.1"], "model.dropout must lie in [0, 1)"),
-        (["train.eps=0"], "train.eps must lie in (0, 1)"),
-        (["eval.likelihood_eps=1.5"], "eval.likelihood_eps must lie in (0, 1)"),
+        (["train.eps=0"], "train.eps must lie in (0, T) = (0, 1)"),
+        (["eval.likelihood_eps=1.5"], "eval.likelihood_eps must lie in (0, T) = (0, 1)"),
         (["train.t_sampling=importance"], "importance needs train.weighting=likelihood"),
     ],
 )
