@@ -64,14 +64,11 @@ def sample(
             s_tmax=e.s_tmax,
             s_noise=e.s_noise,
         )
-    else:
-        kwargs["solver"] = registry.solver(solver_name)
-    if method == "edm":
-        pass
     elif method == "ode":
+        kwargs["solver"] = registry.solver(solver_name)
         kwargs.update(rtol=e.rtol, atol=e.atol) if steps is None else kwargs.update(steps=steps)
     else:
-        kwargs["steps"] = steps or e.steps
+        kwargs.update(solver=registry.solver(solver_name), steps=steps or e.steps)
     chunks, nfe, key = [], 0, jax.random.key(seed)
     start = time.perf_counter()
     sizes = [min(e.batch_size, n - i) for i in range(0, n, e.batch_size)]

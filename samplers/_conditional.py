@@ -55,7 +55,7 @@ from ._common import (
     time_grid,
     tweedie_denoise,
 )
-from ._pc import LangevinCorrector
+from ._pc import LangevinCorrector, WrapsPredictor
 from ._sde import reverse_sde_solve, split_sampling_key
 
 # ---------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def _as_scalar(t: Array) -> Array:
     return jnp.asarray(t, jnp.float32)
 
 
-class Imputation(diffrax.AbstractItoSolver):
+class Imputation(WrapsPredictor):
     r"""A diffrax solver wrapper: the replacement method for imputation.
 
     Works in the samplers' time ``s = -t``. Each step runs, at the step's start time,
@@ -95,22 +95,6 @@ class Imputation(diffrax.AbstractItoSolver):
     mask: Array
     key: PRNGKeyArray
     resample: int = eqx.field(static=True, default=1)
-
-    @property
-    def term_structure(self):
-        return self.predictor.term_structure
-
-    @property
-    def interpolation_cls(self):
-        return self.predictor.interpolation_cls
-
-    @property
-    def minimal_levy_area(self):
-        return getattr(self.predictor, "minimal_levy_area", diffrax.AbstractBrownianIncrement)
-
-    @property
-    def term_compatible_contr_kwargs(self):
-        return self.predictor.term_compatible_contr_kwargs
 
     @property
     def score_evaluations_per_step(self) -> int | None:

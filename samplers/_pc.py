@@ -62,18 +62,11 @@ class LangevinCorrector(eqx.Module):
         return x
 
 
-class PredictorCorrector(diffrax.AbstractItoSolver):
-    """A diffrax solver: a corrector at the step's start time, then the predictor.
+class WrapsPredictor(diffrax.AbstractItoSolver):
+    """A solver that wraps a fixed-step ``predictor`` and takes its term structure,
+    interpolation and Brownian-path needs (ShARK, SRA1: space-time Levy area)."""
 
-    Works in the samplers' time ``s = -t``. The corrector's noise comes from a key
-    carried in the solver state, split once per step.
-    """
-
-    predictor: diffrax.AbstractSolver
-    corrector: LangevinCorrector
-    score_fn: ScoreFn
-    sde: sde_lib.AbstractSDE
-    key: PRNGKeyArray
+    predictor: eqx.AbstractVar[diffrax.AbstractSolver]
 
     @property
     def term_structure(self):
@@ -85,12 +78,25 @@ class PredictorCorrector(diffrax.AbstractItoSolver):
 
     @property
     def minimal_levy_area(self):
-        # what the predictor needs from the Brownian path (ShARK, SRA1: space-time area)
         return getattr(self.predictor, "minimal_levy_area", diffrax.AbstractBrownianIncrement)
 
     @property
     def term_compatible_contr_kwargs(self):
         return self.predictor.term_compatible_contr_kwargs
+
+
+class PredictorCorrector(WrapsPredictor):
+    """A diffrax solver: a corrector at the step's start time, then the predictor.
+
+    Works in the samplers' time ``s = -t``. The corrector's noise comes from a key
+    carried in the solver state, split once per step.
+    """
+
+    predictor: diffrax.AbstractSolver
+    corrector: LangevinCorrector
+    score_fn: ScoreFn
+    sde: sde_lib.AbstractSDE
+    key: PRNGKeyArray
 
     @property
     def score_evaluations_per_step(self) -> int | None:

@@ -42,6 +42,17 @@ def check_positive_finite(name: str, value) -> float:
     return v
 
 
+def check_sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)`` as floats, finite with ``0 < sigma_min < sigma_max``."""
+    lo = check_positive_finite("sigma_min", sigma_min)
+    hi = check_positive_finite("sigma_max", sigma_max)
+    if not hi > lo:
+        raise ValueError(
+            f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
+        )
+    return lo, hi
+
+
 class AbstractSDE(eqx.Module):
     r"""A linear (affine-drift) forward SDE on ``t in [0, T]``, ``T = 1``.
 

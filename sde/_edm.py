@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._base import AbstractSDE, as_real, check_positive_finite, expand_time
+from ._base import AbstractSDE, as_real, check_sigma_range, expand_time
 
 ScoreFn = Callable[[Array, Array], Array]
 
@@ -49,13 +49,7 @@ class EDMSDE(AbstractSDE):
     sigma_max: float = 80.0
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
-        self.sigma_min = check_positive_finite("sigma_min", sigma_min)
-        self.sigma_max = check_positive_finite("sigma_max", sigma_max)
-        if not self.sigma_max > self.sigma_min:
-            raise ValueError(
-                "need 0 < sigma_min < sigma_max, got "
-                f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
-            )
+        self.sigma_min, self.sigma_max = check_sigma_range(sigma_min, sigma_max)
 
     @property
     def T(self) -> float:  # noqa: N802  (the base class's name for the final time)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ._base import AbstractSDE, check_positive_finite
+from ._base import AbstractSDE, check_sigma_range
 
 
 class VESDE(AbstractSDE):
@@ -27,13 +27,7 @@ class VESDE(AbstractSDE):
     sigma_max: float = 50.0
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        self.sigma_min = check_positive_finite("sigma_min", sigma_min)
-        self.sigma_max = check_positive_finite("sigma_max", sigma_max)
-        if not self.sigma_max > self.sigma_min:
-            raise ValueError(
-                "need 0 < sigma_min < sigma_max, got "
-                f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
-            )
+        self.sigma_min, self.sigma_max = check_sigma_range(sigma_min, sigma_max)
 
     @property
     def _log_ratio(self) -> float:
