@@ -129,6 +129,20 @@ def sample(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("class-conditional runs (model.num_classes > 0)")
+    g.add_argument(
+        "--class",
+        dest="label",
+        metavar="K",
+        help="sample class K (0..num_classes-1), or 'all': n/num_classes of each, one per row",
+    )
+    g.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="classifier-free guidance weight w: (1 + w) s(x|c) - w s(x) (default 0)",
+    )
     g = p.add_argument_group("inpainting (image runs; replacement method, reverse SDE)")
     g.add_argument(
         "--inpaint",
@@ -173,14 +187,19 @@ def sample(argv: list[str]) -> int:
         print(json.dumps(info, indent=2))
         return 0
     with distributed.exit_on_peer_failure("scoresde sample"):
-        info = evaluate.sample(
-            args.workdir,
-            method=args.method,
-            solver=args.solver,
-            steps=args.steps,
-            n=args.n,
-            seed=args.seed,
-        )
+        try:
+            info = evaluate.sample(
+                args.workdir,
+                method=args.method,
+                solver=args.solver,
+                steps=args.steps,
+                n=args.n,
+                seed=args.seed,
+                labels=args.label,
+                guidance=args.guidance,
+            )
+        except ValueError as err:
+            p.error(str(err))
     if distributed.is_main():
         print(json.dumps(info, indent=2))
     return 0

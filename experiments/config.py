@@ -26,6 +26,7 @@ class DataConfig:
     n_val: int = 2000  # toys: held-out validation points
     n_test: int = 10000  # toys: held-out test points
     whiten: str = "none"  # "none" | "standardize" | "pca" | "zca": fixed affine map (mlp only)
+    gaussianize: bool = False  # images: per-pixel marginal Gaussianization (before whiten)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ModelConfig:
     parametrisation: str = "noise"  # "noise" | "score" | "denoiser"
     sigma_data: float = 0.5  # denoiser
     gaussian_base: bool = False  # add the exact score of N(0, I) data (use with data.whiten)
+    num_classes: int = 0  # class-conditional with a null class (0: unconditional)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class TrainConfig:
     loss: str = "dsm"  # "dsm" (weighting/t_sampling above) | "edm" (Karras et al. 2022)
     p_mean: float = -1.2  # edm loss: ln sigma ~ N(p_mean, p_std^2)
     p_std: float = 1.2
+    p_uncond: float = 0.1  # class-conditional: label dropped (null class) with this probability
     seed: int = 0
     log_every: int = 100
     ckpt_every: int = 1000
@@ -104,7 +107,8 @@ class EvalConfig:
     n_probes: int = 1
     n_likelihood: int = 0  # test points for the likelihood (0: all)
     batch_size: int = 1000
-    dequant_repeats: int = 1  # images: uniform-dequantisation draws per image
+    dequant_repeats: int = 1  # images: dequantisation draws per image
+    dequantization: str = "uniform"  # images: "uniform" | "truncated_normal" (i-DODE)
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ CHOICES = {
     "train.t_sampling": ("uniform", "stratified", "antithetic", "importance"),
     "eval.method": ("ode", "sde", "pc", "edm"),
     "eval.divergence": ("exact", "hutchinson"),
+    "eval.dequantization": ("uniform", "truncated_normal"),
     "train.val_divergence": ("exact", "hutchinson"),
 }
 POSITIVE = (
@@ -267,7 +272,13 @@ def validate(cfg: Config) -> Config:
         )
     if not cfg.model.channels or min(cfg.model.channels) < 1:
         raise ConfigError(f"model.channels must be positive integers, got {cfg.model.channels!r}")
-    for key in ("eval.n_likelihood", "train.grad_clip", "train.eval_every", "train.warmup_steps"):
+    for key in (
+        "eval.n_likelihood",
+        "train.grad_clip",
+        "train.eval_every",
+        "train.warmup_steps",
+        "model.num_classes",
+    ):
         if get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)!r}")
     if cfg.train.eval_every % cfg.train.log_every:
@@ -277,6 +288,17 @@ def validate(cfg: Config) -> Config:
         )
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must lie in [0, 1), got {cfg.train.ema_decay!r}")
+    if not 0 <= cfg.train.p_uncond <= 1:
+        raise ConfigError(f"train.p_uncond must lie in [0, 1], got {cfg.train.p_uncond!r}")
+    if cfg.model.num_classes and cfg.model.architecture == "unet":
+        raise ConfigError(
+            "model.num_classes needs model.architecture=mlp, ddpmpp or ncsnpp (the small "
+            "unet has no label input)"
+        )
+    if cfg.data.gaussianize and cfg.data.name not in ("digits", "mnist", "cifar10"):
+        raise ConfigError(
+            f"data.gaussianize needs image data (digits, mnist, cifar10), got {cfg.data.name!r}"
+        )
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {cfg.model.dropout!r}")
     if cfg.train.weighting == "std2" and cfg.train.t_sampling == "importance":

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 import samplers
 from experiments import distributed, plotting, registry
+from experiments.data import _dequantize as dq
 from experiments.train import load_state
 
 SAMPLERS = {
@@ -37,22 +38,31 @@ def sample(
     steps: int | None = None,
     n: int | None = None,
     seed: int = 0,
+    labels: int | str | None = None,
+    guidance: float = 0.0,
     progress: bool = True,
 ) -> dict:
-    """Draw ``n`` samples with the EMA weights; writes samples.npz and samples.png."""
+    """Draw ``n`` samples with the EMA weights; writes samples.npz and samples.png.
+
+    A class-conditional run (``model.num_classes``) samples class ``labels`` (an int, or
+    ``"all"``: ``n / num_classes`` of each class, one class per grid row) with
+    classifier-free guidance weight ``guidance`` (:math:`w`: the score
+    :math:`(1 + w) s(x | c) - w s(x)`; 0 = plain conditional); ``labels=None`` samples
+    the unconditional (null-label) model.
+    """
     workdir = pathlib.Path(workdir)
     setup, state, ckpt_step = load_state(workdir)
     e = setup.cfg.eval
     method, n = method or e.method, n or e.n_samples
     if method not in SAMPLERS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SAMPLERS)}")
+    requested = _requested_labels(setup, labels, n)
+    if requested is None and guidance:
+        raise ValueError("guidance needs a class to guide towards: give labels (--class)")
     solver_name = solver or (e.solver if method == "ode" else "euler")
     mesh = distributed.mesh()
-    kwargs = dict(
-        score_fn=distributed.batch_sharded_score(setup.score_function(state), mesh),
-        sde=setup.sde,
-        eps=e.sample_eps,
-    )
+    score = setup.score_function(state)
+    kwargs = dict(sde=setup.sde, eps=e.sample_eps)
     if method == "edm":  # its own Heun steps on the Karras grid (+ churn)
         if solver is not None:
             raise ValueError("--method edm takes Heun steps of its own: drop --solver")
@@ -74,8 +84,17 @@ def sample(
     sizes = [min(e.batch_size, n - i) for i in range(0, n, e.batch_size)]
     progress = progress and distributed.is_main()
     for i, size in enumerate(tqdm(sizes, desc="sampling", disable=not progress, unit="batch")):
+        padded = distributed.padded_size(size, mesh)
+        score_i = score
+        if requested is not None:
+            chunk = requested[i * e.batch_size : i * e.batch_size + size]
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - size)])
+            score_i = samplers.classifier_free_guidance(
+                score, chunk, setup.cfg.model.num_classes, guidance=guidance
+            )
         x, stats = SAMPLERS[method](
-            shape=(distributed.padded_size(size, mesh), *setup.source.shape),
+            score_fn=distributed.batch_sharded_score(score_i, mesh),
+            shape=(padded, *setup.source.shape),
             key=jax.random.fold_in(key, i),
             **kwargs,
         )
@@ -92,15 +111,27 @@ def sample(
         "seconds": seconds,
         "checkpoint_step": ckpt_step,
     }
-    if setup.source.to_data is not None:  # undo a whitening map: samples in data space
+    if requested is not None:
+        info.update(labels=labels, guidance=guidance)
+    if setup.source.to_data is not None:  # undo the fixed maps: samples in data space
         x = setup.source.to_data(x)
     if not distributed.is_main():
         return info
-    np.savez(workdir / "samples.npz", samples=x)
+    arrays = {"samples": x} if requested is None else {"samples": x, "labels": requested}
+    np.savez(workdir / "samples.npz", **arrays)
     title = f"{setup.cfg.data.name}: {method} ({solver_name}), NFE {nfe}"
+    if requested is not None:
+        title += f", class {labels}, guidance {guidance:g}"
     if setup.source.discrete:
-        images = x[:64].reshape(-1, *(setup.source.image_shape or setup.source.shape))
-        plotting.image_grid(images, workdir / "samples.png", setup.source.data_range, title=title)
+        shown, ncol = slice(0, 64), 8
+        if labels == "all":  # one class per row
+            ncol = min(n // setup.cfg.model.num_classes, 16)
+            rows = np.arange(n).reshape(setup.cfg.model.num_classes, -1)[:, :ncol]
+            shown = rows.reshape(-1)
+        images = x[shown].reshape(-1, *(setup.source.image_shape or setup.source.shape))
+        plotting.image_grid(
+            images, workdir / "samples.png", setup.source.data_range, title=title, ncol=ncol
+        )
     else:
         reference = setup.source.test(setup.cfg.train.seed)[:n]
         if setup.source.to_data is not None:
@@ -110,6 +141,61 @@ def sample(
         )
     (workdir / "samples.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _requested_labels(setup, labels, n: int) -> np.ndarray | None:
+    """The class of each of ``n`` samples, or None for unconditional sampling."""
+    if labels is None:
+        return None
+    k = setup.cfg.model.num_classes
+    if not k:
+        raise ValueError(
+            f"--class needs a class-conditional run (model.num_classes > 0); "
+            f"{setup.cfg.data.name} was trained without labels"
+        )
+    if labels == "all":
+        if n % k:
+            raise ValueError(f"--class all needs n divisible by {k} classes, got n={n}")
+        return np.repeat(np.arange(k, dtype=np.int32), n // k)
+    try:
+        label = int(labels)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"class must be an integer in [0, {k - 1}] or 'all', got {labels!r}"
+        ) from None
+    if not 0 <= label < k:
+        raise ValueError(f"class must lie in [0, {k - 1}] or be 'all', got {labels!r}")
+    return np.full(n, label, dtype=np.int32)
+
+
+def _dequantizer(setup):
+    r"""For ``eval.dequantization=truncated_normal`` (i-DODE, Zheng et al. 2023): a map
+    from a uniformly dequantised batch to ``(x_eps, correction)``, the ODE's start
+    :math:`a(\epsilon) y` with :math:`y` the bin centre plus truncated-normal noise of
+    scale :math:`s(\epsilon) / a(\epsilon)`, and the per-example terms that make
+    ``log p_eps(x_eps) + correction`` the bound :math:`\log p(y) - \log q(y | k)`
+    expressed like a uniform-noise log-density (plus :math:`-D \log w`), so that nats and
+    bits/dim are computed one way for both. ``None`` for uniform noise (the data as is,
+    with the ODE started at ``eps`` from it)."""
+    e, src = setup.cfg.eval, setup.source
+    if e.dequantization == "uniform":
+        return None
+    if src.to_data is not None or src.log_det_fn is not None or src.log_det:
+        raise ValueError(
+            "eval.dequantization=truncated_normal needs a model of the images themselves; "
+            "this run maps them first (data.whiten / data.gaussianize)"
+        )
+    eps, levels, data_range = e.likelihood_eps, src.n_levels, src.data_range
+    sigma = dq.truncated_normal_sigma(setup.sde, eps)
+    uniform = dq.uniform_log_q(src.dim, levels, data_range)
+
+    def apply(chunk, rng):
+        k = dq.from_continuous(chunk, levels, data_range)
+        y, log_q = dq.truncated_normal_dequantize(rng, k, levels, data_range, sigma=sigma)
+        x_eps, log_det = dq.to_ode_start(y, setup.sde, eps)
+        return x_eps.astype(np.float32), log_det - log_q + uniform
+
+    return apply
 
 
 def likelihood(
@@ -134,12 +220,21 @@ def likelihood(
     mesh = distributed.mesh()
     score_fn = distributed.batch_sharded_score(setup.score_function(state), mesh)
     progress = progress and distributed.is_main()
-    logps, nfes, start = [], [], time.perf_counter()
+    logps, jacobians, nfes, start = [], [], [], time.perf_counter()
+    dequantize = _dequantizer(setup) if setup.source.discrete else None
     for r in range(e.dequant_repeats if setup.source.discrete else 1):
         data = getattr(setup.source, split)(setup.cfg.train.seed + r)[:n]
         batches = range(0, len(data), e.batch_size)
         for i in tqdm(batches, desc=f"likelihood {r + 1}", disable=not progress, unit="batch"):
-            x, size = distributed.shard_batch(data[i : i + e.batch_size], mesh)
+            chunk = data[i : i + e.batch_size]
+            # the model's density of the data: the log-Jacobian of the fixed maps between
+            # data and model (whitening, Gaussianization; 0 if none), and for
+            # truncated-normal noise its own bound terms (see _dequantizer)
+            correction = setup.source.log_jacobian(chunk)
+            if dequantize is not None:
+                chunk, extra = dequantize(chunk, np.random.default_rng([r, i, 5]))
+                correction = correction + extra
+            x, size = distributed.shard_batch(chunk, mesh)
             logp, stats = samplers.log_likelihood(
                 score_fn=score_fn,
                 sde=setup.sde,
@@ -153,9 +248,9 @@ def likelihood(
                 n_probes=e.n_probes,
             )
             logps.append(distributed.to_host(logp)[:size].astype(np.float64))
+            jacobians.append(correction)
             nfes.append(int(stats["nfe"]))
-    # the model's density of the data: add the log-Jacobian of a whitening map (0 if none)
-    logp = np.concatenate(logps) + setup.source.log_det
+    logp = np.concatenate(logps) + np.concatenate(jacobians)
     nll = -logp
     out = {
         "split": split,
@@ -177,6 +272,7 @@ def likelihood(
             "step_control": "batch-joint, worst-sample norm",
             "batch_size": e.batch_size,
             "whiten": setup.cfg.data.whiten,
+            "gaussianize": setup.cfg.data.gaussianize,
         },
     }
     if setup.source.discrete:
@@ -192,7 +288,8 @@ def likelihood(
             bits_per_dim=float(bpd.mean()),
             bits_per_dim_stderr=float(bpd.std(ddof=1) / math.sqrt(len(bpd))),
             bits_per_dim_median=float(np.median(bpd)),
-            dequantization=f"uniform, {e.dequant_repeats} draw(s) per image",
+            dequantization=f"{e.dequantization.replace('_', '-')}, "
+            f"{e.dequant_repeats} draw(s) per image",
         )
     if setup.source.entropy is not None:
         out.update(

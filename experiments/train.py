@@ -37,7 +37,7 @@ import sde as sde_lib
 from experiments import config as config_lib
 from experiments import distributed
 from experiments.checkpoint import Checkpoints
-from experiments.data import DataSource, flattened, make_source, whitened
+from experiments.data import DataSource, flattened, gaussianized, make_source, whitened
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,7 +74,12 @@ def build_model(c: config_lib.ModelConfig, shape: tuple[int, ...], seed: int) ->
                 "use model.architecture=unet for images"
             )
         return networks.MLPScoreNet(
-            shape[0], hidden=c.hidden, depth=c.depth, cond_dim=c.cond_dim, **common
+            shape[0],
+            hidden=c.hidden,
+            depth=c.depth,
+            cond_dim=c.cond_dim,
+            num_classes=c.num_classes or None,
+            **common,
         )
     if len(shape) != 3:
         raise config_lib.ConfigError(
@@ -98,6 +103,7 @@ def build_model(c: config_lib.ModelConfig, shape: tuple[int, ...], seed: int) ->
             progressive_input="none" if c.architecture == "ddpmpp" else "residual",
             dtype=None if c.compute_dtype == "float32" else jnp.bfloat16,
             remat=c.remat,
+            num_classes=c.num_classes or None,
             rngs=rngs,
         )
     return networks.SmallUNet(
@@ -135,6 +141,15 @@ class Setup:
         self.source: DataSource = make_source(cfg.data)
         if cfg.model.architecture == "mlp":
             self.source = flattened(self.source)  # images become flat vectors
+        if cfg.data.gaussianize:
+            self.source = gaussianized(self.source, seed=cfg.train.seed)
+        if cfg.model.num_classes:
+            have = self.source.num_classes
+            if have is None or have != cfg.model.num_classes:
+                raise config_lib.ConfigError(
+                    f"model.num_classes={cfg.model.num_classes} but data.name="
+                    f"{cfg.data.name} has {have or 'no'} class labels"
+                )
         if cfg.data.whiten != "none":
             if len(self.source.shape) != 1:
                 raise config_lib.ConfigError(
@@ -183,6 +198,18 @@ class Setup:
 
         def loss_fn(model, batch, key):
             score_fn = networks.score_fn(model, forward, param)
+            if isinstance(batch, tuple):  # (x, labels): class-conditional
+                batch, labels = batch
+                # classifier-free guidance training: drop each label to the null class
+                # with probability p_uncond (Ho & Salimans 2022)
+                key, drop_key = jax.random.split(key)
+                drop = jax.random.bernoulli(drop_key, t.p_uncond, labels.shape)
+                labels = jnp.where(drop, self.cfg.model.num_classes, labels)
+                conditional = score_fn
+
+                def score_fn(x, s, labels=labels):
+                    return conditional(x, s, labels)
+
             if t.loss == "edm":
                 losses = sde_lib.edm_loss(
                     score_fn,
@@ -242,7 +269,8 @@ def validation_nll(setup: Setup, state: nnx.State, n: int, mesh=None) -> float:
     """Mean NLL (nats per example) of the EMA model on the first ``n`` validation points,
     the batch split over ``mesh`` (default: all devices)."""
     mesh = distributed.mesh() if mesh is None else mesh
-    x, n = distributed.shard_batch(setup.source.val(setup.cfg.train.seed)[:n], mesh)
+    val = setup.source.val(setup.cfg.train.seed)[:n]
+    x, n = distributed.shard_batch(val, mesh)
     e = setup.cfg.eval
     logp, _ = samplers.log_likelihood(
         score_fn=distributed.batch_sharded_score(setup.score_function(state), mesh),
@@ -255,8 +283,9 @@ def validation_nll(setup: Setup, state: nnx.State, n: int, mesh=None) -> float:
         divergence=setup.cfg.train.val_divergence,
         n_probes=setup.cfg.train.val_probes,
     )
-    # in the data's own units: add the log-Jacobian of a whitening map (0 without one)
-    return float(-np.mean(distributed.to_host(logp)[:n]) - setup.source.log_det)
+    # in the data's own units: add the log-Jacobian of the fixed maps (0 without any)
+    logp = distributed.to_host(logp)[:n] + setup.source.log_jacobian(val)
+    return float(-np.mean(logp))
 
 
 def progress_samples(
@@ -374,6 +403,12 @@ def train(
                 batch = distributed.global_batch(
                     setup.source.train_batch(t.seed, step, t.batch_size), batch_sharding
                 )
+                if cfg.model.num_classes:
+                    labels = setup.source.train_labels(t.seed, step, t.batch_size)
+                    batch = (
+                        batch,
+                        distributed.global_batch(labels.astype(np.int32), batch_sharding),
+                    )
                 new_state, loss, grad_norm = step_fn(state, batch, np.int32(step))
                 loss = float(loss)  # replicated: every process sees the same value
                 if not math.isfinite(loss):

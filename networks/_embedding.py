@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -131,3 +132,33 @@ class ConditionEmbedding(nnx.Module):
             self.fourier(c) if self.fourier is not None else sinusoidal_embedding(c, self.embed_dim)
         )
         return self.dense1(nnx.silu(self.dense0(emb)))
+
+
+class LabelEmbedding(nnx.Module):
+    """``labels [B] | None -> [B, dim]``: a learned embedding of ``num_classes`` classes
+    plus a null class (index ``num_classes``), which ``labels=None`` selects — the
+    unconditional model of classifier-free guidance (Ho & Salimans 2022).
+
+    Labels outside ``[0, num_classes]`` raise at run time (``equinox.error_if``); on a
+    GPU that error surfaces at the next synchronisation.
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, embedding_init, rngs: nnx.Rngs, **kw):
+        self.num_classes = check_int("num_classes", num_classes, 1)
+        self.table = nnx.Embed(num_classes + 1, dim, embedding_init=embedding_init, rngs=rngs, **kw)
+
+    def __call__(self, labels: ArrayLike | None, batch: int) -> Array:
+        if labels is None:
+            labels = jnp.full((batch,), self.num_classes, dtype=jnp.int32)
+        labels = jnp.asarray(labels)
+        if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != (batch,):
+            raise ValueError(
+                f"labels must be integers of shape [B]=({batch},), got {labels.dtype} "
+                f"of shape {labels.shape}"
+            )
+        labels = eqx.error_if(
+            labels,
+            (labels < 0) | (labels > self.num_classes),
+            f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class)",
+        )
+        return self.table(labels)

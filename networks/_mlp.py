@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from flax import nnx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_rate
-from ._embedding import EMBEDDINGS, ConditionEmbedding, broadcast_cond
+from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
 from ._init import lecun_uniform
 
 
 class MLPScoreNet(nnx.Module):
-    r"""``(x [B, dim], cond [B]) -> [B, dim]``: an MLP with the condition added per layer.
+    r"""``(x [B, dim], cond [B], labels=None) -> [B, dim]``: an MLP with the condition
+    added per layer.
 
     .. math::
-        e &= \mathrm{MLP}_{\text{SiLU}}(\mathrm{embed}(c_s \cdot \text{cond})), \\
+        e &= \mathrm{MLP}_{\text{SiLU}}(\mathrm{embed}(c_s \cdot \text{cond}))
+            + E[\text{label}], \\
         h_0 &= x, \quad
         h_{i+1} = \mathrm{SiLU}(W_i h_i + b_i + P_i\, \mathrm{SiLU}(e)), \quad i < \text{depth}, \\
         \text{out} &= W_{\text{out}}\, \mathrm{Dropout}(h_{\text{depth}}) + b_{\text{out}},
@@ -38,6 +40,9 @@ class MLPScoreNet(nnx.Module):
             which matters for small data where it dominates the cost.
         cond_scale: multiplies ``cond`` before the embedding; default 1 for Fourier,
             1000 for sinusoidal (DDPM's step scale, for ``cond = t`` in ``[0, 1]``).
+        num_classes: class conditioning: ``labels`` in ``[0, num_classes]``, the last
+            the null class that ``labels=None`` selects (classifier-free guidance,
+            :func:`samplers.classifier_free_guidance`); ``None`` (default): no labels.
         rngs: ``nnx.Rngs`` for initialisation and dropout.
 
     Example::
@@ -57,6 +62,7 @@ class MLPScoreNet(nnx.Module):
         dropout: float = 0.0,
         cond_scale: float | None = None,
         cond_dim: int | None = None,
+        num_classes: int | None = None,
         rngs: nnx.Rngs,
     ):
         self.dim = check_int("dim", dim, 1)
@@ -67,6 +73,14 @@ class MLPScoreNet(nnx.Module):
         check_rate("dropout", dropout)
         cond_dim = hidden if cond_dim is None else check_int("cond_dim", cond_dim, 1)
         self.embed = ConditionEmbedding(embedding, embed_dim, cond_dim, cond_scale, rngs=rngs)
+        # class conditioning: a label embedding added to the time embedding's output
+        self.label = (
+            None
+            if num_classes is None
+            else LabelEmbedding(
+                num_classes, cond_dim, embedding_init=nnx.initializers.normal(1.0), rngs=rngs
+            )
+        )
         widths = [dim] + [hidden] * depth
         self.layers = nnx.List(
             [
@@ -83,10 +97,20 @@ class MLPScoreNet(nnx.Module):
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.out = nnx.Linear(hidden, dim, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
-    def __call__(self, x: Float[Array, "B dim"], cond: Float[Array, " B"]) -> Float[Array, "B dim"]:
+    def __call__(
+        self,
+        x: Float[Array, "B dim"],
+        cond: Float[Array, " B"],
+        labels: Int[Array, " B"] | None = None,
+    ) -> Float[Array, "B dim"]:
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape [B, {self.dim}], got shape {x.shape}")
-        e = nnx.silu(self.embed(broadcast_cond(cond, x)))
+        if labels is not None and self.label is None:
+            raise ValueError("labels were given to a network built with num_classes=None")
+        e = self.embed(broadcast_cond(cond, x))
+        if self.label is not None:
+            e = e + self.label(labels, x.shape[0])
+        e = nnx.silu(e)
         h = x
         for layer, proj in zip(self.layers, self.cond_proj, strict=True):
             h = nnx.silu(layer(h) + proj(e))

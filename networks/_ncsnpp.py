@@ -44,14 +44,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_positive, check_rate
-from ._embedding import EMBEDDINGS, GaussianFourierProjection, _as_batch, sinusoidal_embedding
+from ._embedding import (
+    EMBEDDINGS,
+    GaussianFourierProjection,
+    LabelEmbedding,
+    _as_batch,
+    sinusoidal_embedding,
+)
 from ._init import ddpm_uniform, variance_scaling_uniform
 
 RESBLOCK_TYPES = ("biggan", "ddpm")
@@ -244,8 +249,8 @@ class _Embedding(nnx.Module):
         if num_classes is None:
             self.label = None
         else:
-            self.label = nnx.Embed(
-                num_classes + 1,
+            self.label = LabelEmbedding(
+                num_classes,
                 4 * nf,
                 # variance 1 / (4 nf) per entry, as flax's default embedding init
                 embedding_init=variance_scaling_uniform(1.0, "fan_out"),
@@ -258,20 +263,7 @@ class _Embedding(nnx.Module):
         e = self.dense1(nnx.silu(self.dense0(feats)))
         if self.label is None:
             return e
-        if labels is None:  # unconditional: the null class
-            labels = jnp.full(c.shape, self.num_classes, dtype=jnp.int32)
-        labels = jnp.asarray(labels)
-        if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.shape != c.shape:
-            raise ValueError(
-                f"labels must be integers of shape [B]={c.shape}, got {labels.dtype} "
-                f"of shape {labels.shape}"
-            )
-        labels = eqx.error_if(
-            labels,
-            (labels < 0) | (labels > self.num_classes),
-            f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null class)",
-        )
-        return e + self.label(labels)
+        return e + self.label(labels, c.shape[0])
 
 
 def _call_block(block, h, e):

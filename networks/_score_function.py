@@ -16,7 +16,8 @@ from ._parametrisation import AbstractParametrisation
 def score_fn(
     model: nnx.Module, sde: AbstractSDE, parametrisation: AbstractParametrisation
 ) -> Callable[[Array, Array], Array]:
-    """A closure ``f(x, t)`` calling the *live* module ``model`` (in whatever mode it is).
+    """A closure ``f(x, t, labels=None)`` calling the *live* module ``model`` (in whatever
+    mode it is); ``labels`` go to a class-conditional network (``None``: the null class).
 
     For training: inside ``nnx.value_and_grad`` / ``nnx.jit`` the module's dropout RNG
     state advances on every call. For sampling use :class:`ScoreFunction`, which is pure.
@@ -28,9 +29,10 @@ def score_fn(
             return jnp.mean((vp.std(t)[:, None] * f(x_t, t) + z) ** 2)
     """
 
-    def f(x: Float[Array, "B ..."], t: ArrayLike) -> Float[Array, "B ..."]:
+    def f(x: Float[Array, "B ..."], t: ArrayLike, labels=None) -> Float[Array, "B ..."]:
         x_in, cond = parametrisation.inputs(sde, x, t)
-        return parametrisation.to_score(sde, x, t, model(x_in, cond))
+        out = model(x_in, cond) if labels is None else model(x_in, cond, labels=labels)
+        return parametrisation.to_score(sde, x, t, out)
 
     return f
 
@@ -65,6 +67,10 @@ class ScoreFunction(eqx.Module):
         graphdef, state = nnx.split(snapshot)
         return cls(graphdef, state, sde, parametrisation)
 
-    def __call__(self, x: Float[Array, "B ..."], t: ArrayLike) -> Float[Array, "B ..."]:
+    def __call__(
+        self, x: Float[Array, "B ..."], t: ArrayLike, labels=None
+    ) -> Float[Array, "B ..."]:
+        """The score at ``(x, t)``; ``labels`` ([B] ints) for a class-conditional network,
+        which :func:`samplers.classifier_free_guidance` turns into a plain ``f(x, t)``."""
         model = nnx.merge(self.graphdef, self.state)
-        return score_fn(model, self.sde, self.parametrisation)(x, t)
+        return score_fn(model, self.sde, self.parametrisation)(x, t, labels)

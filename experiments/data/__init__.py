@@ -8,8 +8,16 @@ uniform dequantisation (numpy or JAX keys) and a resumable batch iterator.
 from ._batches import batch_indices as batch_indices
 from ._batches import batches as batches
 from ._dequantize import dequantize as dequantize
+from ._dequantize import dequantized_bits_per_dim as dequantized_bits_per_dim
+from ._dequantize import dequantized_log_prob_bound as dequantized_log_prob_bound
 from ._dequantize import from_continuous as from_continuous
 from ._dequantize import to_continuous as to_continuous
+from ._dequantize import to_ode_start as to_ode_start
+from ._dequantize import truncated_normal_dequantize as truncated_normal_dequantize
+from ._dequantize import truncated_normal_expected_log_q as truncated_normal_expected_log_q
+from ._dequantize import truncated_normal_log_q as truncated_normal_log_q
+from ._dequantize import truncated_normal_sigma as truncated_normal_sigma
+from ._dequantize import uniform_log_q as uniform_log_q
 from ._images import CIFAR10_CLASSES as CIFAR10_CLASSES
 from ._images import CIFAR10_FILES as CIFAR10_FILES
 from ._images import CIFAR10_LEVELS as CIFAR10_LEVELS
@@ -26,6 +34,7 @@ from ._prefetch import Prefetcher as Prefetcher
 from ._source import WHITENINGS as WHITENINGS
 from ._source import DataSource as DataSource
 from ._source import flattened as flattened
+from ._source import gaussianized as gaussianized
 from ._source import make_source as make_source
 from ._source import whitened as whitened
 from ._toys import TOY_DATASETS as TOY_DATASETS
@@ -39,6 +48,7 @@ __all__ = [
     "DataSource",
     "WHITENINGS",
     "flattened",
+    "gaussianized",
     "make_source",
     "whitened",
     "CIFAR10_CLASSES",
@@ -52,6 +62,14 @@ __all__ = [
     "batch_indices",
     "batches",
     "dequantize",
+    "dequantized_bits_per_dim",
+    "dequantized_log_prob_bound",
+    "to_ode_start",
+    "truncated_normal_dequantize",
+    "truncated_normal_expected_log_q",
+    "truncated_normal_log_q",
+    "truncated_normal_sigma",
+    "uniform_log_q",
     "from_continuous",
     "load_cifar10",
     "load_digits",

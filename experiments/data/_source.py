@@ -48,6 +48,16 @@ class DataSource:
     # u plus ``log_det``, and ``to_data`` maps model samples back.
     log_det: float = 0.0
     to_data: Callable[[np.ndarray], np.ndarray] | None = None
+    # A fixed elementwise bijection (see :func:`gaussianized`) has a Jacobian that varies
+    # from example to example: ``log_det_fn(u)`` is its per-example log-determinant,
+    # evaluated on the model-space examples ``u``.
+    log_det_fn: Callable[[np.ndarray], np.ndarray] | None = None
+    n_train: int | None = None  # size of a finite training set (images)
+    # Class labels, for class-conditional training (None: unlabelled data).
+    num_classes: int | None = None
+    train_labels: Callable[[int, int, int], np.ndarray] | None = None  # as train_batch
+    val_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
     @property
     def discrete(self) -> bool:
@@ -56,6 +66,16 @@ class DataSource:
     @property
     def dim(self) -> int:
         return int(np.prod(self.shape))
+
+    def log_jacobian(self, u: np.ndarray) -> np.ndarray:
+        """Per-example ``log|det du/dx|`` of the fixed maps between the data ``x`` and the
+        model-space examples ``u`` (0 without any): add it to the model's
+        log-density of ``u`` to get its log-density of the data."""
+        u = np.asarray(u)
+        out = np.full(len(u), self.log_det, dtype=np.float64)
+        if self.log_det_fn is not None:
+            out += self.log_det_fn(u)
+        return out
 
 
 def _toy(name: str, n_val: int, n_test: int) -> DataSource:
@@ -72,12 +92,24 @@ def _toy(name: str, n_val: int, n_test: int) -> DataSource:
     )
 
 
-def _images(name, train, val, test, n_levels, flip: bool = False) -> DataSource:
+def _images(name, train, val, test, n_levels, flip: bool = False, labels=None) -> DataSource:
     def train_batch(seed, step, batch_size):
         idx = batch_indices(len(train), batch_size, seed, step)
         rng = np.random.default_rng([seed, 2, step])
         images = random_flip(train[idx], seed, step) if flip else train[idx]
         return dequantize(rng, images, n_levels, IMAGE_RANGE)
+
+    label_fields = {}
+    if labels is not None:  # (num_classes, train, val, test): the batches' own labels
+        num_classes, train_y, val_y, test_y = labels
+        label_fields = dict(
+            num_classes=num_classes,
+            train_labels=lambda seed, step, batch_size: train_y[
+                batch_indices(len(train), batch_size, seed, step)
+            ],
+            val_labels=val_y,
+            test_labels=test_y,
+        )
 
     def held_out(images, stream):
         # dequantisation noise of held-out sets is fixed by the seed: repeats differ
@@ -93,6 +125,8 @@ def _images(name, train, val, test, n_levels, flip: bool = False) -> DataSource:
         test=held_out(test, 4),
         n_levels=n_levels,
         data_range=IMAGE_RANGE,
+        n_train=len(train),
+        **label_fields,
     )
 
 
@@ -181,6 +215,102 @@ def whitened(source: DataSource, method: str, seed: int = 0) -> DataSource:
         test=forward(source.test),
         log_det=source.log_det + log_det,
         to_data=to_data if source.to_data is None else (lambda u: source.to_data(to_data(u))),
+        log_det_fn=None if source.log_det_fn is None else (lambda u: source.log_det_fn(to_data(u))),
+    )
+
+
+def gaussianized(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0) -> DataSource:
+    r"""Discrete data seen through each coordinate's own marginal, made Gaussian.
+
+    Marginal Gaussianization (Chen & Gopinath 2000): for coordinate :math:`i`, with
+    :math:`P_{ik}` the training frequency of level :math:`k` (plus ``pseudo_count`` per
+    level, so every level keeps some mass) and :math:`F_i` the CDF of the matching
+    piecewise-uniform density on the dequantisation bins (width :math:`w`),
+
+    .. math:: u_i = \Phi^{-1}(F_i(x_i)), \qquad
+        \log\left|\frac{du_i}{dx_i}\right| = \log \frac{P_{ik}}{w} - \log \varphi(u_i)
+        \quad (x_i \text{ in bin } k).
+
+    An exact, fixed, elementwise bijection (a flow layer fitted once on training data):
+    the model's density of the data is its density of :math:`u` plus the per-example
+    log-Jacobian (``log_det_fn``), and ``to_data`` maps samples back. If :math:`u` were
+    exactly :math:`N(0, I)` the data would follow the product of the per-pixel
+    histograms, *with uniform dequantisation exactly*: on MNIST that alone is 1.69
+    bits/dim, against 5.3 for a Gaussian in pixel space, because it puts the mass of
+    nearly-binary pixels on their own bins. A score model on :math:`u` (with
+    ``data.whiten=pca`` and ``model.gaussian_base``: a Gaussian copula, 1.45 bits/dim on
+    MNIST, before any training) then learns what the marginals and a covariance miss.
+
+    The histograms count every training image once (one epoch of ``train_batch``).
+    Example::
+
+        src = gaussianized(flattened(make_source(DataConfig(name="mnist", directory=d))))
+    """
+    if not source.discrete or source.n_train is None:
+        raise ValueError(
+            f"gaussianized needs a finite set of discrete data (images), got {source.name!r}"
+        )
+    if not pseudo_count > 0:
+        raise ValueError(f"pseudo_count must be > 0, got {pseudo_count!r}")
+    if source.to_data is not None:
+        raise ValueError("gaussianized must be the first map applied to the data (before whiten)")
+    from scipy.special import ndtr, ndtri
+
+    n_levels, (lo, hi) = source.n_levels, source.data_range
+    width = (hi - lo) / n_levels
+    dim = source.dim
+
+    def levels(x):  # the bin of each continuous value, [N, D]
+        k = np.floor((np.asarray(x, np.float64).reshape(len(x), dim) - lo) / width)
+        return np.clip(k, 0, n_levels - 1).astype(np.int64)
+
+    counts = np.zeros((dim, n_levels))
+    k = levels(source.train_batch(seed, 0, source.n_train))  # step 0: one whole epoch
+    np.add.at(counts, (np.broadcast_to(np.arange(dim), k.shape), k), 1.0)
+    probs = (counts + pseudo_count) / (counts + pseudo_count).sum(axis=1, keepdims=True)
+    cdf = np.concatenate([np.zeros((dim, 1)), np.cumsum(probs, axis=1)], axis=1)
+    cdf[:, -1] = 1.0
+    rows = np.arange(dim)
+    tiny = 1e-12  # F in [tiny, 1 - tiny]: |u| <= 7.03
+
+    def log_phi(u):
+        return -0.5 * u**2 - 0.5 * np.log(2 * np.pi)
+
+    def forward(fn):
+        def mapped(*args):
+            x = np.asarray(fn(*args), np.float64)
+            k = levels(x)
+            frac = (x.reshape(len(x), dim) - (lo + width * k)) / width
+            f = np.clip(cdf[rows, k] + probs[rows, k] * frac, tiny, 1 - tiny)
+            return ndtri(f).reshape(x.shape).astype(np.float32)
+
+        return mapped
+
+    def inverse(u):  # -> (x [N, D] float64, bins [N, D])
+        f = ndtr(np.asarray(u, np.float64).reshape(len(u), dim))
+        k = np.empty(f.shape, np.int64)
+        for i in range(dim):
+            k[:, i] = np.searchsorted(cdf[i], f[:, i], side="right") - 1
+        k = np.clip(k, 0, n_levels - 1)
+        frac = np.clip((f - cdf[rows, k]) / probs[rows, k], 0.0, 1.0 - 1e-9)
+        return lo + width * (k + frac), k
+
+    def to_data(u):
+        return inverse(u)[0].reshape(np.shape(u)).astype(np.float32)
+
+    def log_det_fn(u):
+        u64 = np.asarray(u, np.float64).reshape(len(u), dim)
+        k = inverse(u)[1]
+        return (np.log(probs[rows, k] / width) - log_phi(u64)).sum(axis=1)
+
+    return dataclasses.replace(
+        source,
+        name=f"{source.name}+gaussianized",
+        train_batch=forward(source.train_batch),
+        val=forward(source.val),
+        test=forward(source.test),
+        log_det_fn=log_det_fn,
+        to_data=to_data,
     )
 
 
@@ -190,28 +320,43 @@ def make_source(cfg) -> DataSource:
         return _toy(cfg.name, cfg.n_val, cfg.n_test)
     if cfg.name == "digits":
         kw = {"val_fraction": cfg.val_fraction}
-        train = load_digits("train_minus_val", **kw)[0]
-        val, test = load_digits("val", **kw)[0], load_digits("test")[0]
-        return _images("digits", train, val, test, DIGITS_LEVELS)
+        (train, train_y), (val, val_y) = (
+            load_digits("train_minus_val", **kw),
+            load_digits("val", **kw),
+        )
+        test, test_y = load_digits("test")
+        labels = (10, train_y, val_y, test_y)
+        return _images("digits", train, val, test, DIGITS_LEVELS, labels=labels)
     if cfg.name == "mnist":
         if not cfg.directory:
             raise ValueError("data.name=mnist needs data.directory=PATH of the IDX files")
-        images = load_mnist(cfg.directory, "train")[0]
+        images, y = load_mnist(cfg.directory, "train")
+        test, test_y = load_mnist(cfg.directory, "test")
         n_val = int(round(cfg.val_fraction * len(images)))
         perm = np.random.default_rng(0).permutation(len(images))
-        val, train = images[np.sort(perm[:n_val])], images[np.sort(perm[n_val:])]
-        return _images("mnist", train, val, load_mnist(cfg.directory, "test")[0], MNIST_LEVELS)
+        val_i, train_i = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        labels = (10, y[train_i], y[val_i], test_y)
+        return _images("mnist", images[train_i], images[val_i], test, MNIST_LEVELS, labels=labels)
     if cfg.name == "cifar10":
         if not cfg.directory:
             raise ValueError(
                 "data.name=cifar10 needs data.directory=PATH of the binary version "
                 "(cifar-10-batches-bin)"
             )
-        images = load_cifar10(cfg.directory, "train")[0]
+        images, y = load_cifar10(cfg.directory, "train")
         n_val = int(round(cfg.val_fraction * len(images)))
         perm = np.random.default_rng(0).permutation(len(images))
-        val, train = images[np.sort(perm[:n_val])], images[np.sort(perm[n_val:])]
-        test = load_cifar10(cfg.directory, "test")[0]
-        return _images("cifar10", train, val, test, CIFAR10_LEVELS, flip=cfg.random_flip)
+        val_i, train_i = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        test, test_y = load_cifar10(cfg.directory, "test")
+        labels = (10, y[train_i], y[val_i], test_y)
+        return _images(
+            "cifar10",
+            images[train_i],
+            images[val_i],
+            test,
+            CIFAR10_LEVELS,
+            flip=cfg.random_flip,
+            labels=labels,
+        )
     names = ", ".join((*TOY_DATASETS, "digits", "mnist", "cifar10"))
     raise ValueError(f"unknown data set data.name={cfg.name!r}; choose one of {names}")
