@@ -129,6 +129,12 @@ def sample(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
     p.add_argument("--n", type=int, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="image runs: Fréchet distance, KID, precision/recall (and class accuracy) of "
+        "the samples in a locally trained classifier's features (sample_metrics.json)",
+    )
     g = p.add_argument_group("class-conditional runs (model.num_classes > 0)")
     g.add_argument(
         "--class",
@@ -198,6 +204,11 @@ def sample(argv: list[str]) -> int:
                 labels=args.label,
                 guidance=args.guidance,
             )
+        except ValueError as err:
+            p.error(str(err))
+    if args.metrics and distributed.is_main():
+        try:
+            info["metrics"] = evaluate.sample_quality(args.workdir)
         except ValueError as err:
             p.error(str(err))
     if distributed.is_main():

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import samplers
+from experiments import config as config_lib
 from experiments import distributed, plotting, registry
 from experiments.data import _dequantize as dq
 from experiments.train import load_state
@@ -141,6 +142,49 @@ def sample(
         )
     (workdir / "samples.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def sample_quality(workdir: pathlib.Path, *, progress: bool = True) -> dict:
+    """Offline sample metrics of the run's ``samples.npz`` against the test images:
+    Fréchet distance, KID and precision/recall in the features of a small classifier
+    trained on the run's training images (cached as ``classifier.npz`` in the workdir;
+    :mod:`experiments.sample_metrics`), the classifier's accuracy on the test set, and
+    for class-conditional samples the fraction classified as the requested class.
+    Writes ``sample_metrics.json``."""
+    from experiments import sample_metrics
+    from experiments.data import make_source
+
+    workdir = pathlib.Path(workdir)
+    path = workdir / "samples.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{workdir} has no samples.npz: run scoresde sample first")
+    cfg = config_lib.read(workdir / "config.json")
+    raw = make_source(cfg.data)  # the images themselves, in [-1, 1]
+    if not raw.discrete or raw.num_classes is None:
+        raise ValueError(
+            f"sample metrics need labelled image data (digits, mnist, cifar10), got "
+            f"data.name={cfg.data.name!r}"
+        )
+    seed = cfg.train.seed
+    classifier = sample_metrics.load_or_train(
+        workdir / "classifier.npz",
+        raw.train_batch(seed, 0, raw.n_train),  # every training image once
+        raw.train_labels(seed, 0, raw.n_train),
+        num_classes=raw.num_classes,
+        progress=progress,
+    )
+    saved = np.load(path, allow_pickle=False)
+    samples = np.clip(saved["samples"].reshape(-1, *raw.shape), *raw.data_range)
+    out = sample_metrics.sample_metrics(
+        classifier,
+        samples,
+        raw.test(seed),
+        labels=saved["labels"] if "labels" in saved else None,
+        reference_labels=raw.test_labels,
+    )
+    out["features"] = "local classifier (experiments.sample_metrics), cached in classifier.npz"
+    (workdir / "sample_metrics.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
 
 
 def _requested_labels(setup, labels, n: int) -> np.ndarray | None:

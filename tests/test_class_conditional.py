@@ -154,6 +154,14 @@ def test_class_conditional_sampling_and_errors(tmp_path):
     saved = np.load(tmp_path / "cond" / "samples.npz")
     np.testing.assert_array_equal(saved["labels"], np.repeat(np.arange(10), 2))
     assert saved["samples"].shape == (20, 64) and info["guidance"] == 2.0
+    # sample metrics: the test images themselves as "samples" sit at the metrics' floor,
+    # and their class accuracy is the classifier's own test accuracy
+    test = make_source(DataConfig(name="digits"))
+    np.savez(tmp_path / "cond" / "samples.npz", samples=test.test(0), labels=test.test_labels)
+    m = evaluate.sample_quality(tmp_path / "cond", progress=False)
+    assert m["fid"] < 1e-6 and m["precision"] == m["recall"] == 1.0
+    assert m["accuracy"] == m["reference_accuracy"] > 0.9
+    assert (tmp_path / "cond" / "classifier.npz").exists()
     with pytest.raises(ValueError, match=r"class must lie in \[0, 9\]"):
         evaluate.sample(tmp_path / "cond", n=4, steps=2, labels=10, progress=False)
     with pytest.raises(ValueError, match="n divisible by 10"):
