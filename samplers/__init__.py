@@ -25,6 +25,7 @@ from ._exponential import DPMSolverPP3M as DPMSolverPP3M
 from ._exponential import SDEDPMSolverPP2M as SDEDPMSolverPP2M
 from ._grids import karras_grid as karras_grid
 from ._grids import log_snr_grid as log_snr_grid
+from ._grids import optimize_grid as optimize_grid
 from ._grids import quadratic_grid as quadratic_grid
 from ._grids import uniform_grid as uniform_grid
 from ._likelihood import bits_per_dim as bits_per_dim
@@ -62,6 +63,7 @@ __all__ = [
     "karras_grid",
     "log_likelihood",
     "log_snr_grid",
+    "optimize_grid",
     "quadratic_grid",
     "sample_colorize",
     "sample_inpaint",

@@ -1,6 +1,7 @@
 """Step grids against their definitions, with the log-SNR written out independently in
 float64 NumPy (closed forms of docs/maths.md §1-2, not the library's ``log_snr``)."""
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,3 +125,51 @@ def test_grid_under_jit_with_traced_eps():
 def test_bad_arguments_name_the_value(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _tracking_error(oracle, forward, solver, ts, key, n):
+    """RMS distance per coordinate between ``solver`` on ``ts`` and the exact
+    probability-flow solution (Tsit5, 1e-7) from the same prior draws."""
+    common = dict(score_fn=oracle.score, sde=forward, shape=(n, 2), key=key, eps=EPS)
+    x, stats = samplers.sample_ode(**common, solver=solver, ts=ts)
+    x_ref, _ = samplers.sample_ode(**common, solver=diffrax.Tsit5(), rtol=1e-7, atol=1e-7)
+    return float(jnp.sqrt(jnp.mean((x - x_ref) ** 2))), int(stats["nfe"])
+
+
+def test_optimize_grid_is_a_grid_and_beats_its_start_on_held_out_draws():
+    # 2-D, two unequal modes: the fit is on key 0, the check on key 1.
+    vp = sde.VPSDE()
+    mix = sde.GaussianMixture(
+        weights=np.array([0.7, 0.3]), means=np.array([[2.0, 0.0], [-2.0, 1.0]]), stds=0.5
+    )
+    oracle = sde.MixtureOracle(mix, vp)
+    solver, n = samplers.DPMSolverPP2M(), 4
+    ts = samplers.optimize_grid(
+        oracle.score,
+        vp,
+        solver,
+        n,
+        key=jax.random.key(0),
+        shape=(64, 2),
+        warm_draws=None,
+        maxfev=60,
+    )
+    assert ts.shape == (n + 1,) and ts.dtype == jnp.float32
+    assert ts[0] == np.float32(vp.T) and ts[-1] == np.float32(EPS)
+    assert np.all(np.diff(np.asarray(ts)) < 0), ts
+    start = samplers.log_snr_grid(vp, n, EPS)
+    for key, n_draws in [(jax.random.key(0), 64), (jax.random.key(1), 64)]:
+        tuned, nfe = _tracking_error(oracle, vp, solver, ts, key, n_draws)
+        base, _ = _tracking_error(oracle, vp, solver, start, key, n_draws)
+        assert nfe == n and tuned <= base, (tuned, base)
+
+
+def test_optimize_grid_rejects_bad_arguments():
+    vp = sde.VPSDE()
+    kw = dict(key=jax.random.key(0), shape=(8, 2))
+    with pytest.raises(ValueError, match="warm_draws"):
+        samplers.optimize_grid(None, vp, None, 3, warm_draws=0, **kw)
+    with pytest.raises(ValueError, match="maxfev"):
+        samplers.optimize_grid(None, vp, None, 3, maxfev=0, **kw)
+    with pytest.raises(ValueError, match="init"):
+        samplers.optimize_grid(None, vp, None, 3, init=jnp.ones(3), **kw)
