@@ -130,6 +130,18 @@ def _images(name, train, val, test, n_levels, flip: bool = False, labels=None) -
     )
 
 
+def _mapped(source: DataSource, forward, **changes) -> DataSource:
+    """``source`` with every split passed through ``forward`` (a wrapper of a split
+    function) and the other fields in ``changes`` replaced."""
+    return dataclasses.replace(
+        source,
+        train_batch=forward(source.train_batch),
+        val=forward(source.val),
+        test=forward(source.test),
+        **changes,
+    )
+
+
 def flattened(source: DataSource) -> DataSource:
     """The same data with each example as a flat vector (for MLP score networks)."""
     if len(source.shape) == 1:
@@ -138,14 +150,7 @@ def flattened(source: DataSource) -> DataSource:
     def flat(fn):
         return lambda *args: fn(*args).reshape(-1, source.dim)
 
-    return dataclasses.replace(
-        source,
-        shape=(source.dim,),
-        train_batch=flat(source.train_batch),
-        val=flat(source.val),
-        test=flat(source.test),
-        image_shape=source.shape,
-    )
+    return _mapped(source, flat, shape=(source.dim,), image_shape=source.shape)
 
 
 WHITENINGS = ("none", "standardize", "pca", "zca")
@@ -207,12 +212,10 @@ def whitened(source: DataSource, method: str, seed: int = 0) -> DataSource:
     def to_data(u):
         return (np.asarray(u, dtype) @ inverse32 + mean32).astype(dtype)
 
-    return dataclasses.replace(
+    return _mapped(
         source,
+        forward,
         name=f"{source.name}+{method}",
-        train_batch=forward(source.train_batch),
-        val=forward(source.val),
-        test=forward(source.test),
         log_det=source.log_det + log_det,
         to_data=to_data if source.to_data is None else (lambda u: source.to_data(to_data(u))),
         log_det_fn=None if source.log_det_fn is None else (lambda u: source.log_det_fn(to_data(u))),
@@ -303,12 +306,10 @@ def gaussianized(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0
         k = inverse(u)[1]
         return (np.log(probs[rows, k] / width) - log_phi(u64)).sum(axis=1)
 
-    return dataclasses.replace(
+    return _mapped(
         source,
+        forward,
         name=f"{source.name}+gaussianized",
-        train_batch=forward(source.train_batch),
-        val=forward(source.val),
-        test=forward(source.test),
         log_det_fn=log_det_fn,
         to_data=to_data,
     )
