@@ -27,6 +27,9 @@ class DataConfig:
     n_test: int = 10000  # toys: held-out test points
     whiten: str = "none"  # "none" | "standardize" | "pca" | "zca": fixed affine map (mlp only)
     gaussianize: bool = False  # images: per-pixel marginal Gaussianization (before whiten)
+    # images: uniform noise on training batches; False: bin centres, the diffusion's own
+    # noise dequantises (pair with eval.dequantization=truncated_normal, as i-DODE)
+    dequantize_train: bool = True
 
 
 @dataclass(frozen=True)

@@ -457,3 +457,18 @@ def test_likelihood_command_with_truncated_normal_noise(tmp_path):
     train.train(white, tmp_path / "white", progress=False)
     with pytest.raises(ValueError, match="needs a model of the images themselves"):
         evaluate.likelihood(tmp_path / "white", n=16, progress=False)
+
+
+def test_training_batches_on_bin_centres():
+    """data.dequantize_train=false: training batches are the bin centres of exactly the
+    batch's images (the i-DODE protocol: the diffusion's own noise dequantises)."""
+    from experiments.config import DataConfig
+    from experiments.data import batch_indices, load_digits, make_source, to_continuous
+
+    src = make_source(DataConfig(name="digits", dequantize_train=False))
+    images = load_digits("train_minus_val")[0]
+    for step in (0, 5):
+        idx = batch_indices(len(images), 16, 2, step)
+        np.testing.assert_array_equal(
+            src.train_batch(2, step, 16), to_continuous(images[idx], 17, (-1.0, 1.0))
+        )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ._batches import batch_indices
-from ._dequantize import dequantize
+from ._dequantize import dequantize, to_continuous
 from ._images import (
     CIFAR10_LEVELS,
     DIGITS_LEVELS,
@@ -92,11 +92,15 @@ def _toy(name: str, n_val: int, n_test: int) -> DataSource:
     )
 
 
-def _images(name, train, val, test, n_levels, flip: bool = False, labels=None) -> DataSource:
+def _images(
+    name, train, val, test, n_levels, flip: bool = False, labels=None, noise: bool = True
+) -> DataSource:
     def train_batch(seed, step, batch_size):
         idx = batch_indices(len(train), batch_size, seed, step)
         rng = np.random.default_rng([seed, 2, step])
         images = random_flip(train[idx], seed, step) if flip else train[idx]
+        if not noise:  # bin centres: the diffusion's own noise dequantises (i-DODE)
+            return to_continuous(images, n_levels, IMAGE_RANGE)
         return dequantize(rng, images, n_levels, IMAGE_RANGE)
 
     label_fields = {}
@@ -327,7 +331,9 @@ def make_source(cfg) -> DataSource:
         )
         test, test_y = load_digits("test")
         labels = (10, train_y, val_y, test_y)
-        return _images("digits", train, val, test, DIGITS_LEVELS, labels=labels)
+        return _images(
+            "digits", train, val, test, DIGITS_LEVELS, labels=labels, noise=cfg.dequantize_train
+        )
     if cfg.name == "mnist":
         if not cfg.directory:
             raise ValueError("data.name=mnist needs data.directory=PATH of the IDX files")
@@ -337,7 +343,15 @@ def make_source(cfg) -> DataSource:
         perm = np.random.default_rng(0).permutation(len(images))
         val_i, train_i = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         labels = (10, y[train_i], y[val_i], test_y)
-        return _images("mnist", images[train_i], images[val_i], test, MNIST_LEVELS, labels=labels)
+        return _images(
+            "mnist",
+            images[train_i],
+            images[val_i],
+            test,
+            MNIST_LEVELS,
+            labels=labels,
+            noise=cfg.dequantize_train,
+        )
     if cfg.name == "cifar10":
         if not cfg.directory:
             raise ValueError(
@@ -358,6 +372,7 @@ def make_source(cfg) -> DataSource:
             CIFAR10_LEVELS,
             flip=cfg.random_flip,
             labels=labels,
+            noise=cfg.dequantize_train,
         )
     names = ", ".join((*TOY_DATASETS, "digits", "mnist", "cifar10"))
     raise ValueError(f"unknown data set data.name={cfg.name!r}; choose one of {names}")
