@@ -33,13 +33,19 @@ def _gram(x: Array, y: Array, bandwidth: Array) -> Array:
     return jnp.exp(-jnp.maximum(d2, 0.0) / (2 * bandwidth**2))
 
 
+def mmd2_from_kernels(kxx, kyy, kxy):
+    """Unbiased MMD^2 (Gretton et al. 2012) from the kernel blocks ``k(X, X)``,
+    ``k(Y, Y)`` and ``k(X, Y)`` (numpy or JAX arrays): the diagonals are left out of the
+    within-set means."""
+    n, m = kxx.shape[0], kyy.shape[0]
+    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return sxx + syy - 2 * kxy.mean()
+
+
 def _mmd2_from_gram(k: Array, n: int) -> Array:
     """Unbiased MMD^2 from the pooled Gram matrix; the first ``n`` rows are X."""
-    m = k.shape[0] - n
-    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    sxx = (kxx.sum() - jnp.trace(kxx)) / (n * (n - 1))
-    syy = (kyy.sum() - jnp.trace(kyy)) / (m * (m - 1))
-    return sxx + syy - 2 * kxy.mean()
+    return mmd2_from_kernels(k[:n, :n], k[n:, n:], k[:n, n:])
 
 
 def mmd2(x: ArrayLike, y: ArrayLike, bandwidth: float | None = None) -> float:

@@ -37,6 +37,8 @@ from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 from tqdm.auto import tqdm
 
+from experiments.metrics import mmd2_from_kernels
+
 IMAGE_RANGE = (-1.01, 1.01)  # images are in [-1, 1]; a little slack for samplers
 _CACHE_FORMAT = 1
 
@@ -414,14 +416,11 @@ def _mmd2_unbiased_poly(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 of equal-size sets with ``k(a, b) = (a.b / d + 1)^3``:
     ``sum_{i!=j} k(x_i, x_j)/(m(m-1)) + sum_{i!=j} k(y_i, y_j)/(m(m-1))
     - 2 sum_{i,j} k(x_i, y_j)/m^2``."""
-    m, d = x.shape
+    d = x.shape[1]
     kxx = (x @ x.T / d + 1.0) ** 3
     kyy = (y @ y.T / d + 1.0) ** 3
     kxy = (x @ y.T / d + 1.0) ** 3
-    off = m * (m - 1)
-    return float(
-        (kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off - 2 * kxy.mean()
-    )
+    return float(mmd2_from_kernels(kxx, kyy, kxy))
 
 
 def kernel_inception_distance(

@@ -11,6 +11,7 @@ permutation, not ``k`` batches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import jax
@@ -28,15 +29,20 @@ def _check(n: int, batch_size: int, seed: int, step: int) -> None:
         raise ValueError(f"step must be >= 0, got step={step!r}")
 
 
+@functools.lru_cache(maxsize=4)
 def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    """One epoch's order, computed once per epoch rather than per batch (every step
+    asks for it, twice with labels); read-only since it is shared."""
+    perm = np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+    perm.setflags(write=False)
+    return perm
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Indices (int64 ``[batch_size]``) of the batch at global ``step``; a pure function."""
     _check(n, batch_size, seed, step)
     epoch, i = divmod(int(step), n // batch_size)
-    return _epoch_permutation(n, seed, epoch)[i * batch_size : (i + 1) * batch_size]
+    return _epoch_permutation(int(n), int(seed), epoch)[i * batch_size : (i + 1) * batch_size]
 
 
 def _leading_size(data) -> int:
