@@ -51,6 +51,8 @@ class ModelConfig:
     parametrisation: str = "noise"  # "noise" | "score" | "denoiser"
     sigma_data: float = 0.5  # denoiser
     gaussian_base: bool = False  # add the exact score of N(0, I) data (use with data.whiten)
+    # images: add the exact score of the per-pixel training histograms (pixel space)
+    histogram_base: bool = False
     num_classes: int = 0  # class-conditional with a null class (0: unconditional)
 
 
@@ -293,15 +295,21 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.ema_decay must lie in [0, 1), got {cfg.train.ema_decay!r}")
     if not 0 <= cfg.train.p_uncond <= 1:
         raise ConfigError(f"train.p_uncond must lie in [0, 1], got {cfg.train.p_uncond!r}")
-    if cfg.model.num_classes and cfg.model.architecture == "unet":
-        raise ConfigError(
-            "model.num_classes needs model.architecture=mlp, ddpmpp or ncsnpp (the small "
-            "unet has no label input)"
-        )
     if cfg.data.gaussianize and cfg.data.name not in ("digits", "mnist", "cifar10"):
         raise ConfigError(
             f"data.gaussianize needs image data (digits, mnist, cifar10), got {cfg.data.name!r}"
         )
+    if cfg.model.histogram_base:
+        if cfg.data.name not in ("digits", "mnist", "cifar10"):
+            raise ConfigError(
+                f"model.histogram_base needs image data (digits, mnist, cifar10), got "
+                f"{cfg.data.name!r}"
+            )
+        if cfg.model.gaussian_base or cfg.data.gaussianize or cfg.data.whiten != "none":
+            raise ConfigError(
+                "model.histogram_base is the score of the pixels' own histograms: it needs "
+                "data.gaussianize=false, data.whiten=none and model.gaussian_base=false"
+            )
     if not 0 <= cfg.model.dropout < 1:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {cfg.model.dropout!r}")
     if cfg.train.weighting == "std2" and cfg.train.t_sampling == "importance":

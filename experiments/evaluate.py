@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+import networks
 import samplers
 from experiments import config as config_lib
 from experiments import distributed, plotting, registry
@@ -266,6 +267,15 @@ def likelihood(
     progress = progress and distributed.is_main()
     logps, jacobians, nfes, start = [], [], [], time.perf_counter()
     dequantize = _dequantizer(setup) if setup.source.discrete else None
+    # with a histogram base, also the base alone (closed form, same points): what the
+    # network adds to the likelihood
+    base = setup.param if isinstance(setup.param, networks.HistogramResidual) else None
+    base_logp = (
+        None
+        if base is None
+        else jax.jit(lambda y: base.base_log_density(setup.sde, y, e.likelihood_eps))
+    )
+    base_logps = []
     for r in range(e.dequant_repeats if setup.source.discrete else 1):
         data = getattr(setup.source, split)(setup.cfg.train.seed + r)[:n]
         batches = range(0, len(data), e.batch_size)
@@ -292,6 +302,8 @@ def likelihood(
                 n_probes=e.n_probes,
             )
             logps.append(distributed.to_host(logp)[:size].astype(np.float64))
+            if base_logp is not None:
+                base_logps.append(np.asarray(base_logp(jax.numpy.asarray(chunk)), np.float64))
             jacobians.append(correction)
             nfes.append(int(stats["nfe"]))
     logp = np.concatenate(logps) + np.concatenate(jacobians)
@@ -335,6 +347,25 @@ def likelihood(
             dequantization=f"{e.dequantization.replace('_', '-')}, "
             f"{e.dequant_repeats} draw(s) per image",
         )
+    if base_logps:
+        base_nll = -(np.concatenate(base_logps) + np.concatenate(jacobians))
+        out["histogram_base_alone"] = {
+            "nll_nats": float(base_nll.mean()),
+            "bits_per_dim": float(
+                np.mean(
+                    samplers.bits_per_dim(
+                        -base_nll,
+                        dim=setup.source.dim,
+                        n_levels=setup.source.n_levels,
+                        data_range=setup.source.data_range[1] - setup.source.data_range[0],
+                    )
+                )
+            ),
+            "network_gain_bits_per_dim_stderr": float(
+                (base_nll - nll).std(ddof=1)
+                / (setup.source.dim * math.log(2) * math.sqrt(len(nll)))
+            ),
+        }
     if setup.source.entropy is not None:
         out.update(
             entropy_nats=setup.source.entropy, kl_nats=out["nll_nats"] - setup.source.entropy

@@ -37,7 +37,14 @@ import sde as sde_lib
 from experiments import config as config_lib
 from experiments import distributed
 from experiments.checkpoint import Checkpoints
-from experiments.data import DataSource, flattened, gaussianized, make_source, whitened
+from experiments.data import (
+    DataSource,
+    flattened,
+    gaussianized,
+    level_histogram,
+    make_source,
+    whitened,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,13 +61,22 @@ def build_sde(c: config_lib.SDEConfig) -> sde_lib.AbstractSDE:
     return sde_lib.VESDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max)
 
 
-def build_parametrisation(c: config_lib.ModelConfig) -> networks.AbstractParametrisation:
+def build_parametrisation(
+    c: config_lib.ModelConfig, source: DataSource | None = None, seed: int = 0
+) -> networks.AbstractParametrisation:
+    """The config's parametrisation; ``model.histogram_base`` needs the data ``source``
+    (its training histograms, counted with the training ``seed``)."""
     if c.parametrisation == "noise":
         param = networks.NoisePrediction()
     elif c.parametrisation == "score":
         param = networks.DirectScore()
     else:
         param = networks.EDMDenoiser(sigma_data=c.sigma_data)
+    if c.histogram_base:
+        if source is None:
+            raise ValueError("model.histogram_base needs the data source")
+        probs = level_histogram(source, seed=seed)
+        return networks.HistogramResidual.from_probs(probs, source.data_range, inner=param)
     return networks.GaussianResidual(param) if c.gaussian_base else param
 
 
@@ -107,7 +123,11 @@ def build_model(c: config_lib.ModelConfig, shape: tuple[int, ...], seed: int) ->
             rngs=rngs,
         )
     return networks.SmallUNet(
-        shape[-1], channels=c.channels, num_res_blocks=c.num_res_blocks, **common
+        shape[-1],
+        channels=c.channels,
+        num_res_blocks=c.num_res_blocks,
+        num_classes=c.num_classes or None,
+        **common,
     )
 
 
@@ -157,7 +177,7 @@ class Setup:
                 )
             self.source = whitened(self.source, cfg.data.whiten, cfg.train.seed)
         self.sde = build_sde(cfg.sde)
-        self.param = build_parametrisation(cfg.model)
+        self.param = build_parametrisation(cfg.model, self.source, cfg.train.seed)
         self.tx, self.schedule = build_optimizer(cfg.train)
         model = build_model(cfg.model, self.source.shape, cfg.train.seed)
         model.train()

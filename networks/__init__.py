@@ -5,6 +5,8 @@ from ._edm import EDMPrecond as EDMPrecond
 from ._embedding import FourierFrequencies as FourierFrequencies
 from ._embedding import GaussianFourierProjection as GaussianFourierProjection
 from ._embedding import sinusoidal_embedding as sinusoidal_embedding
+from ._histogram import HistogramResidual as HistogramResidual
+from ._histogram import truncated_normal_stats as truncated_normal_stats
 from ._mlp import MLPScoreNet as MLPScoreNet
 from ._ncsnpp import NCSNpp as NCSNpp
 from ._ncsnpp import count_params as count_params
@@ -28,6 +30,7 @@ __all__ = [
     "FourierFrequencies",
     "GaussianFourierProjection",
     "GaussianResidual",
+    "HistogramResidual",
     "MLPScoreNet",
     "NCSNpp",
     "NoisePrediction",
@@ -39,4 +42,5 @@ __all__ = [
     "ncsnpp_cifar10",
     "score_fn",
     "sinusoidal_embedding",
+    "truncated_normal_stats",
 ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_rate
-from ._embedding import EMBEDDINGS, ConditionEmbedding, broadcast_cond
+from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
 from ._init import ddpm_uniform as _init
 
 
@@ -64,6 +64,8 @@ class SmallUNet(nnx.Module):
         num_groups: GroupNorm groups.
         cond_scale: multiplies ``cond`` before the embedding (default 1 for Fourier,
             1000 for sinusoidal).
+        num_classes: class conditioning, as in :class:`MLPScoreNet`: a label embedding
+            (with a null class, ``labels=None``) added to the condition embedding.
         rngs: ``nnx.Rngs`` for initialisation and dropout.
 
     Example::
@@ -83,6 +85,7 @@ class SmallUNet(nnx.Module):
         dropout: float = 0.0,
         num_groups: int = 8,
         cond_scale: float | None = None,
+        num_classes: int | None = None,
         rngs: nnx.Rngs,
     ):
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -103,6 +106,13 @@ class SmallUNet(nnx.Module):
         self.channels = channels
         emb_dim = 4 * channels[0]
         self.embed = ConditionEmbedding(embedding, embed_dim, emb_dim, cond_scale, rngs=rngs)
+        self.label = (
+            None
+            if num_classes is None
+            else LabelEmbedding(
+                num_classes, emb_dim, embedding_init=nnx.initializers.normal(1.0), rngs=rngs
+            )
+        )
         self.conv_in = nnx.Conv(in_channels, channels[0], (3, 3), kernel_init=_init, rngs=rngs)
 
         def block(i, o):
@@ -134,7 +144,10 @@ class SmallUNet(nnx.Module):
         )
 
     def __call__(
-        self, x: Float[Array, "B H W C"], cond: Float[Array, " B"]
+        self,
+        x: Float[Array, "B H W C"],
+        cond: Float[Array, " B"],
+        labels: Int[Array, " B"] | None = None,
     ) -> Float[Array, "B H W C"]:
         factor = 2 ** (len(self.channels) - 1)
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
@@ -146,7 +159,11 @@ class SmallUNet(nnx.Module):
                 f"H and W must be divisible by 2**(len(channels)-1)={factor}, got "
                 f"x of shape {x.shape}"
             )
+        if labels is not None and self.label is None:
+            raise ValueError("labels were given to a network built with num_classes=None")
         e = self.embed(broadcast_cond(cond, x))
+        if self.label is not None:
+            e = e + self.label(labels, x.shape[0])
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

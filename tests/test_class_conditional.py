@@ -118,6 +118,23 @@ def test_mlp_labels_null_class_and_errors():
         net(x, t, labels=jnp.zeros(3, jnp.int32))
 
 
+def test_small_unet_labels_null_class_and_errors():
+    net = networks.SmallUNet(1, channels=(16,), num_classes=3, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)  # zero-initialised convs: perturb
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    leaves = [v + 0.1 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys, strict=True)]
+    net = nnx.merge(graphdef, jax.tree.unflatten(tree, leaves), rest)
+    x, t = jax.random.normal(jax.random.key(2), (4, 4, 4, 1)), jnp.full((4,), 0.3)
+    np.testing.assert_array_equal(net(x, t), net(x, t, labels=jnp.full((4,), 3)))
+    out = net(x, t, labels=jnp.array([0, 1, 2, 0]))
+    other = net(x, t, labels=jnp.array([0, 2, 2, 1]))
+    changed = ~np.all(np.isclose(out, other).reshape(4, -1), axis=1)
+    np.testing.assert_array_equal(changed, [False, True, False, True])
+    with pytest.raises(ValueError, match="num_classes=None"):
+        networks.SmallUNet(1, channels=(8,), rngs=nnx.Rngs(0))(x, t, labels=jnp.zeros(4, int))
+
+
 # ---- training with label dropout -------------------------------------------------------
 
 

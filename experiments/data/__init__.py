@@ -35,6 +35,7 @@ from ._source import WHITENINGS as WHITENINGS
 from ._source import DataSource as DataSource
 from ._source import flattened as flattened
 from ._source import gaussianized as gaussianized
+from ._source import level_histogram as level_histogram
 from ._source import make_source as make_source
 from ._source import whitened as whitened
 from ._toys import TOY_DATASETS as TOY_DATASETS
@@ -49,6 +50,7 @@ __all__ = [
     "WHITENINGS",
     "flattened",
     "gaussianized",
+    "level_histogram",
     "make_source",
     "whitened",
     "CIFAR10_CLASSES",

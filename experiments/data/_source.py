@@ -226,6 +226,30 @@ def whitened(source: DataSource, method: str, seed: int = 0) -> DataSource:
     )
 
 
+def level_histogram(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0) -> np.ndarray:
+    r"""``[D, K]``: each coordinate's training frequency of each of the ``K`` levels,
+    plus ``pseudo_count`` per level (so every level keeps some mass), normalised.
+
+    Counts every training example once (one epoch of ``train_batch``, whose
+    dequantisation noise never leaves a value's bin). Feeds
+    :func:`gaussianized` and the histogram base score (``model.histogram_base``).
+    """
+    if not source.discrete or source.n_train is None or source.to_data is not None:
+        raise ValueError(
+            "level_histogram needs a finite set of discrete data (images) in their own "
+            f"space, got {source.name!r}"
+        )
+    if not pseudo_count > 0:
+        raise ValueError(f"pseudo_count must be > 0, got {pseudo_count!r}")
+    n_levels, (lo, hi) = source.n_levels, source.data_range
+    width, dim = (hi - lo) / n_levels, source.dim
+    x = np.asarray(source.train_batch(seed, 0, source.n_train), np.float64)  # one epoch
+    k = np.clip(np.floor((x.reshape(len(x), dim) - lo) / width), 0, n_levels - 1)
+    counts = np.zeros((dim, n_levels))
+    np.add.at(counts, (np.broadcast_to(np.arange(dim), k.shape), k.astype(np.int64)), 1.0)
+    return (counts + pseudo_count) / (counts + pseudo_count).sum(axis=1, keepdims=True)
+
+
 def gaussianized(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0) -> DataSource:
     r"""Discrete data seen through each coordinate's own marginal, made Gaussian.
 
@@ -271,10 +295,7 @@ def gaussianized(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0
         k = np.floor((np.asarray(x, np.float64).reshape(len(x), dim) - lo) / width)
         return np.clip(k, 0, n_levels - 1).astype(np.int64)
 
-    counts = np.zeros((dim, n_levels))
-    k = levels(source.train_batch(seed, 0, source.n_train))  # step 0: one whole epoch
-    np.add.at(counts, (np.broadcast_to(np.arange(dim), k.shape), k), 1.0)
-    probs = (counts + pseudo_count) / (counts + pseudo_count).sum(axis=1, keepdims=True)
+    probs = level_histogram(source, pseudo_count=pseudo_count, seed=seed)
     cdf = np.concatenate([np.zeros((dim, 1)), np.cumsum(probs, axis=1)], axis=1)
     cdf[:, -1] = 1.0
     rows = np.arange(dim)
