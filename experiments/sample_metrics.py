@@ -501,6 +501,18 @@ def precision_recall(
     return precision, recall
 
 
+def confident_fraction(logits: ArrayLike, threshold: float = 0.9) -> float:
+    """Share of images whose most likely class has softmax probability at least
+    ``threshold``: a recognisability score, to read against the same share on real
+    images (a malformed digit is classified with low confidence)."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold!r}")
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    top = 1.0 / np.exp(z).sum(axis=1)  # softmax probability of the arg-max class
+    return float(np.mean(top >= threshold))
+
+
 def sample_metrics(
     classifier: Classifier,
     samples: ArrayLike,
@@ -512,12 +524,15 @@ def sample_metrics(
     kid_subsets: int = 10,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    confidence: float = 0.9,
 ) -> dict:
     """All metrics of ``samples`` against ``reference`` (images ``[N, H, W, C]`` in
     ``[-1, 1]``) in ``classifier``'s feature space.
 
     Returns ``n_samples``, ``n_reference``, ``fid``, ``kid``, ``kid_std``, ``precision``,
-    ``recall``, ``class_histogram`` (counts of the samples' predicted classes), plus
+    ``recall``, ``class_histogram`` (counts of the samples' predicted classes),
+    ``confident`` and ``reference_confident`` (:func:`confident_fraction` of the samples
+    and of the reference at ``confidence``: how many the classifier recognises), plus
     ``accuracy`` (share of samples classified as the requested ``labels``) and
     ``reference_accuracy`` (the classifier's accuracy on ``reference``) when those labels
     are given.
@@ -540,6 +555,9 @@ def sample_metrics(
         "precision": precision,
         "recall": recall,
         "class_histogram": np.bincount(predicted, minlength=classifier.num_classes).tolist(),
+        "confident": confident_fraction(z_fake, threshold=confidence),
+        "reference_confident": confident_fraction(z_real, threshold=confidence),
+        "confidence_threshold": confidence,
     }
     if labels is not None:
         labels = _check_labels(labels, samples.shape[0], classifier.num_classes, "labels")

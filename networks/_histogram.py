@@ -21,7 +21,11 @@ the bin and :math:`m(\beta, \alpha) = E[\epsilon \mid \beta < \epsilon < \alpha]
 of a standard normal truncated to the interval (Tweedie's formula, bin by bin). Both are
 computed in float32 without cancellation: by the tail the interval lies in (so a
 difference of two tiny CDFs never appears), and by a second-order expansion for
-intervals so narrow that any difference would cancel.
+intervals so narrow that any difference would cancel. The log-density
+(:func:`histogram_log_density`, which reports the base alone) goes bin by bin through
+:func:`truncated_normal_stats`; the score (:func:`histogram_score`, evaluated at every
+training step and ODE evaluation) takes a cheaper edge-wise path with a closed-form
+derivative.
 """
 
 from __future__ import annotations

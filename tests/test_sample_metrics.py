@@ -252,6 +252,8 @@ def test_sample_metrics_of_reference_against_itself(classifier, data):
     assert worse["precision"] < floor["precision"] - 0.3
     assert worse["recall"] < floor["recall"] - 0.1
     assert "accuracy" not in worse and "reference_accuracy" not in worse
+    assert out["confident"] == out["reference_confident"] == floor["reference_confident"]
+    assert worse["confident"] < floor["confident"]
     with pytest.raises(ValueError, match=r"image shape \(7, 8, 1\)"):
         sm.sample_metrics(classifier, xt[:, :7], xt)
 
@@ -275,3 +277,17 @@ def test_random_shift_translates_with_background_fill():
         assert len(match) == 1
         used.add(match[0])
     assert len(used) == 9  # every offset occurs among 40 draws
+
+
+def test_confident_fraction_against_a_direct_softmax():
+    logits = np.array(
+        [[10.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 3.0, 0.5], [-900.0, -905.0, -910.0]]
+    )
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for threshold in (0.5, 0.9, 0.99):
+        expected = np.mean(probs.max(1) >= threshold)
+        assert sm.confident_fraction(logits, threshold) == pytest.approx(expected)
+    assert sm.confident_fraction(logits, 0.9) == 0.5  # rows 0 and 3 (p = 0.9999, 0.9933)
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        sm.confident_fraction(logits, 1.0)
