@@ -439,6 +439,18 @@ def _write_cifar_fixture(directory: pathlib.Path, n_per_file: int = 4) -> None:
             (directory / name).write_bytes(np.concatenate([labels[:, None], pixels], 1).tobytes())
 
 
+# image configs on fixture files: two steps of 4, one likelihood batch of 2
+_TWO_STEPS_ONE_LIKELIHOOD_BATCH = [
+    "train.steps=2",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "train.ckpt_every=2",
+    "eval.n_likelihood=2",
+    "eval.batch_size=2",
+]
+
+
 @pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp"])
 def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_path, name):
     """The reference configs build (with a shrunk network: the full 62M-parameter nets
@@ -452,13 +464,7 @@ def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_
             "model.nf=8",
             "model.ch_mult=1,2",
             "model.num_res_blocks=1",
-            "train.steps=2",
-            "train.batch_size=4",
-            "train.warmup_steps=1",
-            "train.log_every=1",
-            "train.ckpt_every=2",
-            "eval.n_likelihood=2",
-            "eval.batch_size=2",
+            *_TWO_STEPS_ONE_LIKELIHOOD_BATCH,
             "eval.dequant_repeats=1",
             "eval.rtol=1e-2",
             "eval.atol=1e-2",
@@ -499,13 +505,7 @@ def test_mnist_config_trains_samples_and_scores_on_fixture_data(tmp_path):
             f"data.directory={tmp_path}",
             "data.val_fraction=0.25",
             "model.channels=8,8,8",
-            "train.steps=2",
-            "train.batch_size=4",
-            "train.warmup_steps=1",
-            "train.log_every=1",
-            "train.ckpt_every=2",
-            "eval.n_likelihood=2",
-            "eval.batch_size=2",
+            *_TWO_STEPS_ONE_LIKELIHOOD_BATCH,
         ],
     )
     assert cfg.model.histogram_base and cfg.model.num_classes == 10

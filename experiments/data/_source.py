@@ -245,8 +245,8 @@ def level_histogram(source: DataSource, *, pseudo_count: float = 0.1, seed: int 
     width, dim = (hi - lo) / n_levels, source.dim
     x = np.asarray(source.train_batch(seed, 0, source.n_train), np.float64)  # one epoch
     k = np.clip(np.floor((x.reshape(len(x), dim) - lo) / width), 0, n_levels - 1)
-    counts = np.zeros((dim, n_levels))
-    np.add.at(counts, (np.broadcast_to(np.arange(dim), k.shape), k.astype(np.int64)), 1.0)
+    cell = np.arange(dim) * n_levels + k.astype(np.int64)  # (coordinate, level) as one index
+    counts = np.bincount(cell.ravel(), minlength=dim * n_levels).reshape(dim, n_levels)
     return (counts + pseudo_count) / (counts + pseudo_count).sum(axis=1, keepdims=True)
 
 
