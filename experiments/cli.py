@@ -1,59 +1,335 @@
-"""The ``scoresde`` command line: ``scoresde COMMAND [options]``."""
+"""The ``scoresde`` command line: one argparse tree, one error policy.
+
+``scoresde train | sample | inpaint | likelihood | oracle | bench | experiment``. Each
+command runs on every device of the machine and, launched once per host, on every
+host: ``--coordinator-address HOST:PORT --num-processes N --process-id I`` join the
+processes explicitly; without them a command stays a single process unless it was
+started by ``srun`` (SLURM, more than one task), ``mpirun`` (Open MPI) or with
+``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID`` set, where JAX
+reads the values from the environment (``--distributed on`` also asks JAX to detect a
+Cloud TPU pod; ``--distributed off`` never joins). See docs/scaling.md.
+
+A bad value anywhere (a ``ConfigError``, ``ValueError``, a missing file, a diverged
+run) ends the command with one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import pathlib
 import sys
 
-COMMANDS = {
-    "train": ("experiments.commands:train", "train a score model, then sample and evaluate it"),
-    "sample": ("experiments.commands:sample", "sample a trained run (samples.png, samples.npz)"),
-    "likelihood": ("experiments.commands:likelihood", "test log-likelihood (likelihood.json)"),
-    "oracle": ("experiments.oracle", "every sampler and the likelihood on an exact score"),
-    "bench": (
-        "experiments.cli:bench",
-        "benchmarks: 'bench core' (samplers), 'bench train', 'bench solvers'",
-    ),
-    "experiment": ("experiments.vs_gan", "reproducible experiments: 'experiment vs-gan'"),
-}
+from experiments import config as config_lib
+from experiments import distributed, evaluation, training
+from experiments.run import Run
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, training.TrainingDiverged)
 
 
-def _usage() -> str:
-    lines = ["usage: scoresde COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:12s} {doc}" for name, (_, doc) in COMMANDS.items()]
-    lines += ["", "scoresde COMMAND --help shows a command's options."]
-    return "\n".join(lines)
+def _add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "multi-process (see docs/scaling.md)",
+        "run one process per host (or per GPU); all processes get the same arguments "
+        "apart from --process-id",
+    )
+    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="address of process 0")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    g.add_argument(
+        "--distributed",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: join when the flags above are given or SLURM/Open MPI/JAX_* "
+        "variables say so; on: always ask JAX to detect the cluster (TPU pods); "
+        "off: single process (default: auto)",
+    )
+    g.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=100,
+        metavar="S",
+        help="seconds without heartbeats after which a process counts as dead and the "
+        "others exit (default: 100)",
+    )
 
 
-BENCHES = {
-    "core": "experiments.bench",
-    "train": "experiments.bench_train",
-    "solvers": "experiments.bench_solvers",
-    "scale": "experiments.bench_scale",
-}
+def _join(args) -> None:
+    """Start jax.distributed as the flags say."""
+    multi = distributed.initialize(
+        args.coordinator_address,
+        args.num_processes,
+        args.process_id,
+        mode=args.distributed,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
+    if multi:
+        print(f"scoresde {args.command}: {distributed.describe()}", file=sys.stderr, flush=True)
+
+
+def _print(info: dict) -> None:
+    if distributed.is_main():
+        print(json.dumps(info, indent=2))
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def train(args) -> int:
+    cfg = config_lib.load(args.config, args.overrides)
+    run, info = training.train(
+        cfg, args.workdir, progress=not args.quiet, step_timeout=args.step_timeout
+    )
+    if not args.no_eval:
+        s = evaluation.sample(run, progress=not args.quiet)
+        lik = evaluation.likelihood(run, progress=not args.quiet)
+        if distributed.is_main():
+            print(evaluation.report(run, info, s, lik))
+    return 0
+
+
+def sample(args) -> int:
+    run = Run.restore(args.workdir)
+    info = evaluation.sample(
+        run,
+        method=args.method,
+        solver=args.solver,
+        steps=args.steps,
+        n=args.n,
+        seed=args.seed,
+        labels=args.label,
+        guidance=args.guidance,
+    )
+    if args.metrics and distributed.is_main():
+        info["metrics"] = evaluation.sample_quality(run)
+    _print(info)
+    return 0
+
+
+def inpaint(args) -> int:
+    import numpy as np
+
+    mask = np.load(args.mask, allow_pickle=False) if args.mask else args.region
+    info = evaluation.inpaint(
+        Run.restore(args.workdir),
+        mask=mask,
+        n=args.n,
+        fills=args.fills,
+        steps=args.steps,
+        solver=args.solver,
+        corrector_steps=args.corrector_steps,
+        resample=args.resample,
+        seed=args.seed,
+    )
+    _print(info)
+    return 0
+
+
+def likelihood(args) -> int:
+    out = evaluation.likelihood(
+        Run.restore(args.workdir),
+        split=args.split,
+        solver=args.solver,
+        rtol=args.rtol,
+        atol=args.atol,
+        n=args.n,
+    )
+    _print(out)
+    return 0
+
+
+def oracle(argv: list[str]) -> int:
+    from experiments import oracle as study
+
+    return study.main(argv) or 0
 
 
 def bench(argv: list[str]) -> int:
-    """``scoresde bench [core|train|solvers|...] [options]`` (``core`` by default)."""
-    import importlib
+    """``scoresde bench [core|train|solvers|scale] [options]`` (``core`` by default)."""
+    from experiments import bench as core
+    from experiments import bench_scale, bench_solvers, bench_train
 
-    which, rest = (argv[0], argv[1:]) if argv and argv[0] in BENCHES else ("core", argv)
-    return importlib.import_module(BENCHES[which]).main(rest) or 0
+    benches = {
+        "core": core.main,
+        "train": bench_train.main,
+        "solvers": bench_solvers.main,
+        "scale": bench_scale.main,
+    }
+    which, rest = (argv[0], argv[1:]) if argv and argv[0] in benches else ("core", argv)
+    return benches[which](rest) or 0
+
+
+def experiment(argv: list[str]) -> int:
+    from experiments import vs_gan
+
+    return vs_gan.main(argv) or 0
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a score model, then sample and evaluate it",
+        description="Train a score model (resumes if WORKDIR has checkpoints), then sample "
+        "it, compute its test likelihood and write report.md.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help=f"one of {', '.join(config_lib.named_configs())}"
+        " or a path to a .py file with get_config()",
+    )
+    p.add_argument("--workdir", required=True, type=pathlib.Path)
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--step-timeout",
+        type=float,
+        metavar="S",
+        help="exit with a message if no training step completes for S seconds (off by "
+        "default; catches a process that hangs while its heartbeats go on)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override any config field by its dotted path, e.g. train.lr=3e-4",
+    )
+    p.set_defaults(func=train)
+
+
+def _sample_parser(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="sample a trained run (samples.png, samples.npz)",
+        description="Sample a trained run.",
+    )
+    p.add_argument("--workdir", required=True, type=pathlib.Path)
+    p.add_argument("--method", help="ode | sde | pc | edm (default: eval.method)")
+    p.add_argument("--solver", help="a solver name (tsit5, dopri5, heun, euler, dpmpp2m, ...)")
+    p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
+    p.add_argument("--n", type=int, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="image runs: Fréchet distance, KID, precision/recall (and class accuracy) of "
+        "the samples in a locally trained classifier's features (sample_metrics.json)",
+    )
+    g = p.add_argument_group("class-conditional runs (model.num_classes > 0)")
+    g.add_argument(
+        "--class",
+        dest="label",
+        metavar="K",
+        help="sample class K (0..num_classes-1), or 'all': n/num_classes of each, one per row",
+    )
+    g.add_argument(
+        "--guidance",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="classifier-free guidance weight w: (1 + w) s(x|c) - w s(x) (default 0)",
+    )
+    g = p.add_argument_group("inpainting (the same as 'scoresde inpaint')")
+    g.add_argument("--inpaint", metavar="MASK", help="see scoresde inpaint --help")
+    g.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
+    g.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
+    g.add_argument("--corrector-steps", type=int, default=0, help="Langevin steps per step")
+    g.add_argument("--resample", type=int, default=1, help="RePaint-style passes per step")
+    p.set_defaults(func=_sample_or_inpaint)
+
+
+def _sample_or_inpaint(args) -> int:
+    """``sample --inpaint MASK`` is kept as a spelling of ``inpaint --region MASK``."""
+    if args.inpaint is None and args.mask is None:
+        return sample(args)
+    if args.method not in (None, "sde"):
+        raise ValueError("--inpaint runs the reverse SDE (replacement method): drop --method")
+    args.region, args.n = args.inpaint or "left", args.n or 8
+    return inpaint(args)
+
+
+def _inpaint_parser(sub) -> None:
+    p = sub.add_parser(
+        "inpaint",
+        help="fill hidden pixels of test images (inpaint.png, inpaint.npz)",
+        description="Fill the hidden pixels of test images with the replacement method "
+        "(reverse SDE); writes inpaint.png/.npz/.json.",
+    )
+    p.add_argument("--workdir", required=True, type=pathlib.Path)
+    p.add_argument(
+        "--region",
+        default="left",
+        metavar="MASK",
+        help="left|right|top|bottom (the half kept), center (hidden) or random:P (each "
+        "pixel kept with probability P); default left",
+    )
+    p.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
+    p.add_argument("--n", type=int, default=8, help="test images (default 8)")
+    p.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
+    p.add_argument("--steps", type=int, help="reverse-SDE steps (default: eval.steps)")
+    p.add_argument("--solver", help="an SDE solver name (default euler)")
+    p.add_argument("--corrector-steps", type=int, default=0, help="Langevin steps per step")
+    p.add_argument("--resample", type=int, default=1, help="RePaint-style passes per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=inpaint)
+
+
+def _likelihood_parser(sub) -> None:
+    p = sub.add_parser(
+        "likelihood",
+        help="test log-likelihood (likelihood.json)",
+        description="Test log-likelihood through the probability-flow ODE.",
+    )
+    p.add_argument("--workdir", required=True, type=pathlib.Path)
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--solver")
+    p.add_argument("--rtol", type=float)
+    p.add_argument("--atol", type=float)
+    p.add_argument("--n", type=int, help="use the first N points of the split")
+    p.set_defaults(func=likelihood)
+
+
+# commands whose options their own modules parse: (function of the rest of argv, help)
+PASSTHROUGH = {
+    "oracle": (oracle, "every sampler and the likelihood on an exact score"),
+    "bench": (bench, "benchmarks: core | train | solvers | scale (see BENCHMARKS.md)"),
+    "experiment": (experiment, "reproducible studies: 'experiment vs-gan'"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scoresde",
+        description="Score-based generative modelling with SDEs in JAX.",
+        epilog="scoresde COMMAND --help shows a command's options.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_train_parser, _sample_parser, _inpaint_parser, _likelihood_parser):
+        add(sub)
+    for command in sub.choices.values():
+        _add_distributed_args(command)
+    for name, (_, text) in PASSTHROUGH.items():
+        sub.add_parser(name, help=text, add_help=False)  # listed; parsed by main()
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"scoresde: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    try:
+        if argv and argv[0] in PASSTHROUGH:
+            prog = f"scoresde {argv[0]}"
+            return PASSTHROUGH[argv[0]][0](argv[1:])
+        args = parser().parse_args(argv)
+        prog = f"scoresde {args.command}"
+        _join(args)
+        with distributed.exit_on_peer_failure(prog):
+            return args.func(args)
+    except USER_ERRORS as err:
+        print(f"{prog}: {err}", file=sys.stderr)
         return 2
-    import importlib
-
-    module_name, _, func = COMMANDS[name][0].partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, func or "main")(rest) or 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Offline data sets: toys against closed forms and independent generators, IDX parsing
-on fixture files, dequantisation against the bits/dim bound, resumable batching."""
+on fixture files, dequantisation against the bits/dim bound, resumable batching, and
+the one table of data sets."""
 
 import gzip
 import hashlib
@@ -432,34 +433,26 @@ def test_dequantisation_bits_per_dim_consistent():
 # Batches
 
 
-def test_batches_resume_and_epochs():
+def test_batch_indices_resume_and_epochs():
     n, bs = 23, 5  # 4 batches per epoch, 3 items dropped each epoch
-    x = np.arange(n) * 10
-    y = np.arange(n)
-    it = data.batches((x, y), bs, seed=7)
-    full = [next(it) for _ in range(14)]
-    for bx, by in full:
-        assert bx.shape == (bs,) and np.array_equal(bx, by * 10)  # pairs stay aligned
-    for k in (1, 4, 5, 9):
-        it = data.batches((x, y), bs, 7, start_step=k)
-        resumed = [next(it) for _ in range(14 - k)]
+    full = [data.batch_indices(n, bs, 7, s) for s in range(14)]
+    for idx in full:
+        assert idx.shape == (bs,) and idx.dtype == np.int64
+    for k in (1, 4, 5, 9):  # a resumed run, asking from step k on, sees the same batches
+        data.batch_indices(n, bs, 8, 3 * k)  # another seed's epochs in the cache meanwhile
+        resumed = [data.batch_indices(n, bs, 7, s) for s in range(k, 14)]
         for a, b in zip(full[k:], resumed, strict=True):
-            np.testing.assert_array_equal(a[1], b[1])
-    for s in range(14):
-        np.testing.assert_array_equal(full[s][1], data.batch_indices(n, bs, 7, s))
+            np.testing.assert_array_equal(a, b)
     for e in range(3):  # each epoch: 20 distinct items
-        items = np.concatenate([full[s][1] for s in range(4 * e, 4 * e + 4)])
+        items = np.concatenate([full[s] for s in range(4 * e, 4 * e + 4)])
         assert len(np.unique(items)) == 20
-    assert not np.array_equal(full[0][1], full[4][1])  # a fresh order each epoch
-    other = next(data.batches(x, bs, seed=8))
-    assert not np.array_equal(other, full[0][0])
+    assert not np.array_equal(full[0], full[4])  # a fresh order each epoch
+    assert not np.array_equal(data.batch_indices(n, bs, 8, 0), full[0])
 
 
-def test_batches_bad_arguments():
+def test_batch_indices_bad_arguments():
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, 4\]"):
-        next(data.batches(np.zeros(4), 5, seed=0))
-    with pytest.raises(ValueError, match="leading size"):
-        next(data.batches((np.zeros(4), np.zeros(5)), 2, seed=0))
+        data.batch_indices(4, 5, 0, 0)
     with pytest.raises(ValueError, match="step=-1"):
         data.batch_indices(10, 2, 0, -1)
 
@@ -518,3 +511,51 @@ def test_whitening_refuses_bad_input():
     images = data.DataSource(name="img", shape=(2, 2, 1), train_batch=None, val=None, test=None)
     with pytest.raises(ValueError, match="flat examples"):
         data.whitened(images, "pca")
+
+
+# --------------------------------------------------------------------------------------
+# The data-set table
+# --------------------------------------------------------------------------------------
+
+
+class _DataConfig:
+    """The fields of ``experiments.config.DataConfig`` that :func:`make_source` reads."""
+
+    def __init__(self, name, directory="", **changes):
+        self.name, self.directory = name, directory
+        self.random_flip, self.val_fraction, self.dequantize_train = False, 0.1, True
+        self.n_val, self.n_test = 20, 30
+        for key, value in changes.items():
+            setattr(self, key, value)
+
+
+def test_every_data_set_is_in_one_table():
+    assert tuple(data.DATASETS) == (*data.TOY_DATASETS, "digits", "mnist", "cifar10")
+    assert data.IMAGE_DATASETS == ("digits", "mnist", "cifar10")
+    for name in data.DATASETS:
+        assert data.is_image_dataset(name) == (name in data.IMAGE_DATASETS)
+    for lookup in (data.is_image_dataset, lambda name: data.make_source(_DataConfig(name))):
+        with pytest.raises(ValueError, match="unknown data set data.name='mnits'") as err:
+            lookup("mnits")
+        assert all(name in str(err.value) for name in data.DATASETS)
+
+
+def test_is_image_and_discrete():
+    toy = data.make_source(_DataConfig("moons"))
+    digits = data.make_source(_DataConfig("digits"))
+    assert not toy.is_image and not toy.discrete
+    assert digits.is_image and digits.discrete
+    flat = data.flattened(digits)
+    assert flat.shape == (64,) and flat.is_image and flat.discrete
+    assert data.whitened(flat, "standardize").is_image
+
+
+def test_image_data_sets_say_how_to_point_at_their_files(tmp_path):
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(ValueError, match=f"data.name={name} needs data.directory=PATH"):
+            data.make_source(_DataConfig(name))
+        missing = tmp_path / "nowhere"
+        with pytest.raises(FileNotFoundError, match="is not a directory.*data.directory=PATH"):
+            data.make_source(_DataConfig(name, str(missing)))
+        with pytest.raises(FileNotFoundError, match="not found|no train.*data.directory=PATH"):
+            data.make_source(_DataConfig(name, str(tmp_path)))

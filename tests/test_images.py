@@ -1,11 +1,7 @@
 """Image data: CIFAR-10 binary files built byte by byte from the format's description,
-random flips as exact mirror images, and the prefetching iterator against direct calls.
-(MNIST IDX files, gzipped and plain, are covered in test_data.py.)"""
+and random flips as exact mirror images. (MNIST IDX files, gzipped and plain, are
+covered in test_data.py.)"""
 
-import itertools
-import time
-
-import jax
 import numpy as np
 import pytest
 
@@ -107,61 +103,3 @@ def test_random_flip_exact_mirrors_and_deterministic():
     assert not np.array_equal(data.random_flip(x, seed=4, step=11), y)
     with pytest.raises(ValueError, match="shape"):
         data.random_flip(x[0], seed=0, step=0)
-
-
-# ---- prefetching -------------------------------------------------------------------
-
-
-def _batch(step):
-    rng = np.random.default_rng([1, step])
-    return {"x": rng.standard_normal((4, 3)).astype(np.float32), "step": np.int32(step)}
-
-
-def test_prefetcher_yields_the_direct_batches_on_device():
-    with data.Prefetcher((_batch(s) for s in range(10, 17)), buffer_size=3) as it:
-        got = list(it)
-    assert len(got) == 7
-    for s, b in zip(range(10, 17), got, strict=True):
-        assert isinstance(b["x"], jax.Array) and isinstance(b["step"], jax.Array)
-        np.testing.assert_array_equal(b["x"], _batch(s)["x"])
-        assert int(b["step"]) == s
-    host = list(data.Prefetcher(map(_batch, range(3)), device_put=False))
-    assert all(isinstance(b["x"], np.ndarray) for b in host)
-
-
-def test_prefetcher_runs_ahead_and_stops():
-    made = []
-
-    def gen():
-        for s in itertools.count():
-            made.append(s)
-            yield _batch(s)
-
-    it = data.Prefetcher(gen(), buffer_size=2)
-    first = next(it)
-    assert int(first["step"]) == 0
-    deadline = time.time() + 10
-    while len(made) < 4 and time.time() < deadline:  # 1 taken + 2 queued + 1 waiting
-        time.sleep(0.01)
-    assert len(made) == 4
-    time.sleep(0.2)
-    assert len(made) == 4  # bounded: the producer blocks on the full queue
-    it.close()
-    assert not it.alive
-    with pytest.raises(StopIteration):
-        next(it)
-
-
-def test_prefetcher_reraises_errors_in_order():
-    def gen():
-        yield _batch(0)
-        raise RuntimeError("bad batch 1")
-
-    it = data.Prefetcher(gen())
-    assert int(next(it)["step"]) == 0
-    with pytest.raises(RuntimeError, match="bad batch 1"):
-        next(it)
-    with pytest.raises(StopIteration):
-        next(it)
-    with pytest.raises(ValueError, match="buffer_size=0"):
-        data.Prefetcher([], buffer_size=0)

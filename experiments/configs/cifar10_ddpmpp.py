@@ -4,7 +4,7 @@ attention at 16x16, dropout 0.1, sinusoidal embedding), VP SDE (beta 0.1-20),
 noise prediction with score_sde's std^2-weighted continuous DSM loss, batch 128,
 Adam 2e-4 with 5000 warm-up steps, gradient clipping 1, EMA 0.9999, horizontal flips,
 1.3M steps. Meant for GPUs (``data.directory`` = the binary CIFAR-10 batches); on a
-CPU, shrink it with overrides (``model.nf=16 model.ch_mult=1,2``).
+CPU, shrink it with overrides (``model.ncsnpp.nf=16 model.ncsnpp.ch_mult=1,2``).
 """
 
 from experiments.config import (
@@ -12,6 +12,7 @@ from experiments.config import (
     DataConfig,
     EvalConfig,
     ModelConfig,
+    NCSNppConfig,
     SDEConfig,
     TrainConfig,
 )
@@ -22,10 +23,9 @@ def get_config() -> Config:
         data=DataConfig(name="cifar10", directory="data/cifar-10-batches-bin", random_flip=True),
         model=ModelConfig(
             architecture="ddpmpp",
-            nf=128,
-            ch_mult=(1, 2, 2, 2),
-            num_res_blocks=4,
-            attn_resolutions=(16,),
+            ncsnpp=NCSNppConfig(
+                nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,)
+            ),
             dropout=0.1,
             parametrisation="noise",
         ),

@@ -12,7 +12,7 @@ from experiments.config import Config, SDEConfig
 
 
 def get_config() -> Config:
-    base = config_lib.load("cifar10_ddpmpp")
+    base = config_lib.get_named("cifar10_ddpmpp")
     return dataclasses.replace(
         base,
         model=dataclasses.replace(base.model, architecture="ncsnpp", parametrisation="score"),

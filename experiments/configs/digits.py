@@ -25,13 +25,25 @@ images carved out of the 1,437 training images); the test split (360) is scored 
 the exact divergence.
 """
 
-from experiments.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from experiments.config import (
+    Config,
+    DataConfig,
+    EvalConfig,
+    MLPConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 
 def get_config() -> Config:
     return Config(
         data=DataConfig(name="digits", val_fraction=0.1, whiten="pca"),
-        model=ModelConfig(architecture="mlp", hidden=512, depth=3, dropout=0.1, gaussian_base=True),
+        model=ModelConfig(
+            architecture="mlp",
+            mlp=MLPConfig(hidden=512, depth=3),
+            dropout=0.1,
+            gaussian_base=True,
+        ),
         train=TrainConfig(
             steps=8000,
             batch_size=128,

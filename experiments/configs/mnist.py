@@ -23,7 +23,14 @@ the team's copy at ``../shared/data/mnist``, override with ``data.directory=PATH
   adaptive solve misses them and the log-likelihood is wrong by hundreds of nats.
 """
 
-from experiments.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from experiments.config import (
+    Config,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    UNetConfig,
+)
 
 
 def get_config() -> Config:
@@ -31,8 +38,7 @@ def get_config() -> Config:
         data=DataConfig(name="mnist", directory="../shared/data/mnist", val_fraction=1 / 60),
         model=ModelConfig(
             architecture="unet",
-            channels=(16, 32, 64),
-            num_res_blocks=1,
+            unet=UNetConfig(channels=(16, 32, 64), num_res_blocks=1),
             embedding="fourier",
             histogram_base=True,
             num_classes=10,

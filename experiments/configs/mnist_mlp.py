@@ -21,7 +21,14 @@ likelihood stays that of the data, with uniform dequantisation):
   null label, the unconditional model whose likelihood is reported.
 """
 
-from experiments.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from experiments.config import (
+    Config,
+    DataConfig,
+    EvalConfig,
+    MLPConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 
 def get_config() -> Config:
@@ -35,9 +42,7 @@ def get_config() -> Config:
         ),
         model=ModelConfig(
             architecture="mlp",
-            hidden=1024,
-            depth=4,
-            cond_dim=128,
+            mlp=MLPConfig(hidden=1024, depth=4, cond_dim=128),
             dropout=0.1,
             gaussian_base=True,
             num_classes=10,

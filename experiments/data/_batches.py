@@ -1,4 +1,4 @@
-"""A deterministic, resumable mini-batch iterator.
+"""Mini-batches as a pure function of ``(seed, step)``, so resuming needs no state.
 
 The batch at global step ``s`` depends only on ``(seed, s)``: with
 ``m = len(data) // batch_size`` full batches per epoch, step ``s`` is batch ``s % m`` of
@@ -12,9 +12,7 @@ permutation, not ``k`` batches.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
-import jax
 import numpy as np
 
 
@@ -43,35 +41,3 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     _check(n, batch_size, seed, step)
     epoch, i = divmod(int(step), n // batch_size)
     return _epoch_permutation(int(n), int(seed), epoch)[i * batch_size : (i + 1) * batch_size]
-
-
-def _leading_size(data) -> int:
-    sizes = {np.shape(leaf)[0] for leaf in jax.tree_util.tree_leaves(data)}
-    if len(sizes) != 1:
-        raise ValueError(f"all arrays in data must share their leading size, got {sorted(sizes)}")
-    return sizes.pop()
-
-
-def batches(data, batch_size: int, seed: int, start_step: int = 0) -> Iterator:
-    """Yield batches of ``data`` forever, from global step ``start_step`` on.
-
-    ``data`` is an array or a pytree of arrays (e.g. ``(images, labels)``) sharing their
-    leading axis; each batch has the same structure, indexed on that axis (host numpy).
-    Example::
-
-        for step, (x, y) in zip(range(start, num_steps), batches((x, y), 128, seed=0,
-                                                                  start_step=start)):
-            ...
-    """
-    n = _leading_size(data)
-    _check(n, batch_size, seed, start_step)
-    per_epoch = n // batch_size
-    step = int(start_step)
-    epoch, perm = None, None
-    while True:
-        e, i = divmod(step, per_epoch)
-        if e != epoch:
-            epoch, perm = e, _epoch_permutation(n, seed, e)
-        idx = perm[i * batch_size : (i + 1) * batch_size]
-        yield jax.tree_util.tree_map(lambda a, idx=idx: np.take(a, idx, axis=0), data)
-        step += 1

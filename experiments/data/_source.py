@@ -1,15 +1,19 @@
-"""One interface over every data set the experiments train on.
+"""One interface over every data set the experiments train on, and the table of them.
 
 A :class:`DataSource` gives training batches as a pure function of ``(seed, step)`` (so
 a resumed run sees exactly the batches an uninterrupted one would), fixed validation and
-test sets, and what evaluation needs to know: the shape, whether the data are discrete
-(and then their levels and range, for bits/dim), and the exact entropy where known.
+test sets, and what evaluation needs to know: the shape, whether the examples are
+images, whether the data are discrete (and then their levels and range, for bits/dim),
+and the exact entropy where known. :func:`make_source` builds one by name from
+:data:`DATASETS`, the one names-to-loaders table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +38,14 @@ IMAGE_RANGE = (-1.0, 1.0)
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
+    """A data set as pure functions of ``(seed, step)`` and ``seed``, plus its facts.
+
+    ``train_batch(seed, step, batch_size)`` is the training batch at ``step``;
+    ``val(seed)`` and ``test(seed)`` the held-out sets, continuous (dequantised where
+    the data are discrete). The transforms in :mod:`._transforms` return new sources
+    whose fixed maps are recorded in ``log_det``/``log_det_fn``/``to_data``.
+    """
+
     name: str
     shape: tuple[int, ...]  # one example
     train_batch: Callable[[int, int, int], np.ndarray]  # (seed, step, batch_size)
@@ -60,7 +72,15 @@ class DataSource:
     test_labels: np.ndarray | None = None
 
     @property
+    def is_image(self) -> bool:
+        """Whether each example is an image ``(H, W, C)``, possibly seen flat
+        (:func:`flattened` keeps the image's shape in ``image_shape``)."""
+        return len(self.image_shape or self.shape) == 3
+
+    @property
     def discrete(self) -> bool:
+        """Whether the data are ``n_levels`` discrete levels on ``data_range``,
+        dequantised: then bits/dim apply and the dequantisation bound is reported."""
         return self.n_levels is not None
 
     @property
@@ -134,266 +154,119 @@ def _images(
     )
 
 
-def _mapped(source: DataSource, forward, **changes) -> DataSource:
-    """``source`` with every split passed through ``forward`` (a wrapper of a split
-    function) and the other fields in ``changes`` replaced."""
-    return dataclasses.replace(
-        source,
-        train_batch=forward(source.train_batch),
-        val=forward(source.val),
-        test=forward(source.test),
-        **changes,
+def _toy_source(name: str, cfg) -> DataSource:
+    return _toy(name, cfg.n_val, cfg.n_test)
+
+
+def _digits(cfg) -> DataSource:
+    kw = {"val_fraction": cfg.val_fraction}
+    (train, train_y), (val, val_y) = (
+        load_digits("train_minus_val", **kw),
+        load_digits("val", **kw),
+    )
+    test, test_y = load_digits("test")
+    labels = (10, train_y, val_y, test_y)
+    return _images(
+        "digits", train, val, test, DIGITS_LEVELS, labels=labels, noise=cfg.dequantize_train
     )
 
 
-def flattened(source: DataSource) -> DataSource:
-    """The same data with each example as a flat vector (for MLP score networks)."""
-    if len(source.shape) == 1:
-        return source
-
-    def flat(fn):
-        return lambda *args: fn(*args).reshape(-1, source.dim)
-
-    return _mapped(source, flat, shape=(source.dim,), image_shape=source.shape)
-
-
-WHITENINGS = ("none", "standardize", "pca", "zca")
-
-
-def whitened(source: DataSource, method: str, seed: int = 0) -> DataSource:
-    r"""The same data seen through a fixed affine map fitted on the training split.
-
-    With mean :math:`\mu` and covariance :math:`\Sigma = U \Lambda U^T` of (dequantised)
-    training data, the model sees :math:`u = (x - \mu) W` with
-
-    - ``"standardize"``: :math:`W = \operatorname{diag}(\Sigma)^{-1/2}` (per coordinate);
-    - ``"pca"``: :math:`W = U \Lambda^{-1/2}` (decorrelated, unit variance);
-    - ``"zca"``: :math:`W = U \Lambda^{-1/2} U^T` (the same, staying close to pixel space).
-
-    The change of variables is exact: :math:`\log p_X(x) = \log p_U(u) + \log|\det W|`,
-    stored as ``log_det`` so that likelihoods and bits/dim stay those of the data. The map
-    is part of the model (a fixed linear flow layer, as in the preprocessing of
-    normalising flows); it is fitted once, from the training images only, and it puts
-    every coordinate on the unit scale that the VP/VE noise schedules assume (sklearn
-    digits has border pixels whose only variance is the dequantisation noise,
-    std 0.034 against ~0.6 elsewhere). Example::
-
-        src = whitened(flattened(make_source(DataConfig(name="digits"))), "pca")
-    """
-    if method not in WHITENINGS:
-        raise ValueError(f"unknown whitening {method!r}; choose one of {', '.join(WHITENINGS)}")
-    if method == "none":
-        return source
-    if len(source.shape) != 1:
-        raise ValueError(
-            f"whitening needs flat examples (an MLP's input), got shape {source.shape}"
+def _read(loader, cfg, what: str, split: str):
+    """``loader(data.directory, split)``; a missing folder or file says how to point
+    ``data.directory`` at one."""
+    if not cfg.directory:
+        raise ValueError(f"data.name={cfg.name} needs data.directory=PATH of {what}")
+    directory = Path(cfg.directory).expanduser()
+    fix = f"point data.directory=PATH at the folder of {what}"
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"data.directory={cfg.directory!r} is not a directory (resolved to "
+            f"{directory.resolve()}); {fix}"
         )
-    # the first 64 training batches of 128 (dequantised): the fit is a function of the seed
-    fit = np.concatenate([source.train_batch(seed, step, 128) for step in range(64)])
-    fit = fit.astype(np.float64)
-    mean = fit.mean(axis=0)
-    cov = np.cov(fit, rowvar=False)
-    if method == "standardize":
-        matrix = np.diag(1.0 / np.sqrt(np.diag(cov)))
-    else:
-        eigvals, eigvecs = np.linalg.eigh(cov)
-        if eigvals.min() <= 1e-12 * eigvals.max():
-            raise ValueError(
-                f"the training covariance of {source.name} is singular (smallest eigenvalue "
-                f"{eigvals.min():.3g}); use data.whiten=standardize or none"
-            )
-        matrix = eigvecs / np.sqrt(eigvals)
-        if method == "zca":
-            matrix = matrix @ eigvecs.T
-    inverse = np.linalg.inv(matrix)
-    log_det = float(np.linalg.slogdet(matrix)[1])
-    dtype = np.float32
-    mean32, matrix32, inverse32 = (a.astype(dtype) for a in (mean, matrix, inverse))
+    try:
+        return loader(directory, split)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; {fix}") from e
 
-    def forward(fn):
-        return lambda *args: ((np.asarray(fn(*args)) - mean32) @ matrix32).astype(dtype)
 
-    def to_data(u):
-        return (np.asarray(u, dtype) @ inverse32 + mean32).astype(dtype)
+def _with_validation(images, labels, val_fraction: float):
+    """``(train images, val images, train labels, val labels)``: a fixed random
+    ``val_fraction`` of the training split held out (seed 0), each part in file order."""
+    n_val = int(round(val_fraction * len(images)))
+    perm = np.random.default_rng(0).permutation(len(images))
+    val_i, train_i = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return images[train_i], images[val_i], labels[train_i], labels[val_i]
 
-    return _mapped(
-        source,
-        forward,
-        name=f"{source.name}+{method}",
-        log_det=source.log_det + log_det,
-        to_data=to_data if source.to_data is None else (lambda u: source.to_data(to_data(u))),
-        log_det_fn=None if source.log_det_fn is None else (lambda u: source.log_det_fn(to_data(u))),
+
+_MNIST_FILES = "the MNIST IDX files (train-images-idx3-ubyte[.gz], t10k-..., as distributed)"
+_CIFAR10_FILES = "the CIFAR-10 binary version (cifar-10-batches-bin)"
+
+
+def _mnist(cfg) -> DataSource:
+    images, y = _read(load_mnist, cfg, _MNIST_FILES, "train")
+    test, test_y = _read(load_mnist, cfg, _MNIST_FILES, "test")
+    train, val, train_y, val_y = _with_validation(images, y, cfg.val_fraction)
+    labels = (10, train_y, val_y, test_y)
+    return _images(
+        "mnist", train, val, test, MNIST_LEVELS, labels=labels, noise=cfg.dequantize_train
     )
 
 
-def level_histogram(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0) -> np.ndarray:
-    r"""``[D, K]``: each coordinate's training frequency of each of the ``K`` levels,
-    plus ``pseudo_count`` per level (so every level keeps some mass), normalised.
-
-    Counts every training example once (one epoch of ``train_batch``, whose
-    dequantisation noise never leaves a value's bin). Feeds
-    :func:`gaussianized` and the histogram base score (``model.histogram_base``).
-    """
-    if not source.discrete or source.n_train is None or source.to_data is not None:
-        raise ValueError(
-            "level_histogram needs a finite set of discrete data (images) in their own "
-            f"space, got {source.name!r}"
-        )
-    if not pseudo_count > 0:
-        raise ValueError(f"pseudo_count must be > 0, got {pseudo_count!r}")
-    n_levels, (lo, hi) = source.n_levels, source.data_range
-    width, dim = (hi - lo) / n_levels, source.dim
-    x = np.asarray(source.train_batch(seed, 0, source.n_train), np.float64)  # one epoch
-    k = np.clip(np.floor((x.reshape(len(x), dim) - lo) / width), 0, n_levels - 1)
-    cell = np.arange(dim) * n_levels + k.astype(np.int64)  # (coordinate, level) as one index
-    counts = np.bincount(cell.ravel(), minlength=dim * n_levels).reshape(dim, n_levels)
-    return (counts + pseudo_count) / (counts + pseudo_count).sum(axis=1, keepdims=True)
-
-
-def gaussianized(source: DataSource, *, pseudo_count: float = 0.1, seed: int = 0) -> DataSource:
-    r"""Discrete data seen through each coordinate's own marginal, made Gaussian.
-
-    Marginal Gaussianization (Chen & Gopinath 2000): for coordinate :math:`i`, with
-    :math:`P_{ik}` the training frequency of level :math:`k` (plus ``pseudo_count`` per
-    level, so every level keeps some mass) and :math:`F_i` the CDF of the matching
-    piecewise-uniform density on the dequantisation bins (width :math:`w`),
-
-    .. math:: u_i = \Phi^{-1}(F_i(x_i)), \qquad
-        \log\left|\frac{du_i}{dx_i}\right| = \log \frac{P_{ik}}{w} - \log \varphi(u_i)
-        \quad (x_i \text{ in bin } k).
-
-    An exact, fixed, elementwise bijection (a flow layer fitted once on training data):
-    the model's density of the data is its density of :math:`u` plus the per-example
-    log-Jacobian (``log_det_fn``), and ``to_data`` maps samples back. If :math:`u` were
-    exactly :math:`N(0, I)` the data would follow the product of the per-pixel
-    histograms, *with uniform dequantisation exactly*: on MNIST that alone is 1.69
-    bits/dim, against 5.3 for a Gaussian in pixel space, because it puts the mass of
-    nearly-binary pixels on their own bins. A score model on :math:`u` (with
-    ``data.whiten=pca`` and ``model.gaussian_base``: a Gaussian copula, 1.45 bits/dim on
-    MNIST, before any training) then learns what the marginals and a covariance miss.
-
-    The histograms count every training image once (one epoch of ``train_batch``).
-    Example::
-
-        src = gaussianized(flattened(make_source(DataConfig(name="mnist", directory=d))))
-    """
-    if not source.discrete or source.n_train is None:
-        raise ValueError(
-            f"gaussianized needs a finite set of discrete data (images), got {source.name!r}"
-        )
-    if not pseudo_count > 0:
-        raise ValueError(f"pseudo_count must be > 0, got {pseudo_count!r}")
-    if source.to_data is not None:
-        raise ValueError("gaussianized must be the first map applied to the data (before whiten)")
-    from scipy.special import ndtr, ndtri
-
-    n_levels, (lo, hi) = source.n_levels, source.data_range
-    width = (hi - lo) / n_levels
-    dim = source.dim
-
-    def levels(x):  # the bin of each continuous value, [N, D]
-        k = np.floor((np.asarray(x, np.float64).reshape(len(x), dim) - lo) / width)
-        return np.clip(k, 0, n_levels - 1).astype(np.int64)
-
-    probs = level_histogram(source, pseudo_count=pseudo_count, seed=seed)
-    cdf = np.concatenate([np.zeros((dim, 1)), np.cumsum(probs, axis=1)], axis=1)
-    cdf[:, -1] = 1.0
-    rows = np.arange(dim)
-    tiny = 1e-12  # F in [tiny, 1 - tiny]: |u| <= 7.03
-
-    def log_phi(u):
-        return -0.5 * u**2 - 0.5 * np.log(2 * np.pi)
-
-    def forward(fn):
-        def mapped(*args):
-            x = np.asarray(fn(*args), np.float64)
-            k = levels(x)
-            frac = (x.reshape(len(x), dim) - (lo + width * k)) / width
-            f = np.clip(cdf[rows, k] + probs[rows, k] * frac, tiny, 1 - tiny)
-            return ndtri(f).reshape(x.shape).astype(np.float32)
-
-        return mapped
-
-    def inverse(u):  # -> (x [N, D] float64, bins [N, D])
-        f = ndtr(np.asarray(u, np.float64).reshape(len(u), dim))
-        k = np.empty(f.shape, np.int64)
-        for i in range(dim):
-            k[:, i] = np.searchsorted(cdf[i], f[:, i], side="right") - 1
-        k = np.clip(k, 0, n_levels - 1)
-        frac = np.clip((f - cdf[rows, k]) / probs[rows, k], 0.0, 1.0 - 1e-9)
-        return lo + width * (k + frac), k
-
-    def to_data(u):
-        return inverse(u)[0].reshape(np.shape(u)).astype(np.float32)
-
-    def log_det_fn(u):
-        u64 = np.asarray(u, np.float64).reshape(len(u), dim)
-        k = inverse(u)[1]
-        return (np.log(probs[rows, k] / width) - log_phi(u64)).sum(axis=1)
-
-    return _mapped(
-        source,
-        forward,
-        name=f"{source.name}+gaussianized",
-        log_det_fn=log_det_fn,
-        to_data=to_data,
+def _cifar10(cfg) -> DataSource:
+    images, y = _read(load_cifar10, cfg, _CIFAR10_FILES, "train")
+    train, val, train_y, val_y = _with_validation(images, y, cfg.val_fraction)
+    test, test_y = _read(load_cifar10, cfg, _CIFAR10_FILES, "test")
+    labels = (10, train_y, val_y, test_y)
+    return _images(
+        "cifar10",
+        train,
+        val,
+        test,
+        CIFAR10_LEVELS,
+        flip=cfg.random_flip,
+        labels=labels,
+        noise=cfg.dequantize_train,
     )
+
+
+_IMAGE_LOADERS: dict[str, Callable[..., DataSource]] = {
+    "digits": _digits,
+    "mnist": _mnist,
+    "cifar10": _cifar10,
+}
+# Every data set by name: its loader, called with an ``experiments.config.DataConfig``.
+DATASETS: dict[str, Callable[..., DataSource]] = {
+    **{name: functools.partial(_toy_source, name) for name in TOY_DATASETS},
+    **_IMAGE_LOADERS,
+}
+IMAGE_DATASETS: tuple[str, ...] = tuple(_IMAGE_LOADERS)
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(
+            f"unknown data set data.name={name!r}; choose one of {', '.join(DATASETS)}"
+        )
+
+
+def is_image_dataset(name: str) -> bool:
+    """Whether the data set ``name`` is images (``digits``, ``mnist``, ``cifar10``),
+    known without loading it; raises ``ValueError`` listing the valid names on an
+    unknown one. Example::
+
+        is_image_dataset("mnist")         # True
+        is_image_dataset("checkerboard")  # False
+    """
+    _check_name(name)
+    return name in IMAGE_DATASETS
 
 
 def make_source(cfg) -> DataSource:
-    """The data set named by a :class:`experiments.config.DataConfig`."""
-    if cfg.name in TOY_DATASETS:
-        return _toy(cfg.name, cfg.n_val, cfg.n_test)
-    if cfg.name == "digits":
-        kw = {"val_fraction": cfg.val_fraction}
-        (train, train_y), (val, val_y) = (
-            load_digits("train_minus_val", **kw),
-            load_digits("val", **kw),
-        )
-        test, test_y = load_digits("test")
-        labels = (10, train_y, val_y, test_y)
-        return _images(
-            "digits", train, val, test, DIGITS_LEVELS, labels=labels, noise=cfg.dequantize_train
-        )
-    if cfg.name == "mnist":
-        if not cfg.directory:
-            raise ValueError("data.name=mnist needs data.directory=PATH of the IDX files")
-        images, y = load_mnist(cfg.directory, "train")
-        test, test_y = load_mnist(cfg.directory, "test")
-        n_val = int(round(cfg.val_fraction * len(images)))
-        perm = np.random.default_rng(0).permutation(len(images))
-        val_i, train_i = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        labels = (10, y[train_i], y[val_i], test_y)
-        return _images(
-            "mnist",
-            images[train_i],
-            images[val_i],
-            test,
-            MNIST_LEVELS,
-            labels=labels,
-            noise=cfg.dequantize_train,
-        )
-    if cfg.name == "cifar10":
-        if not cfg.directory:
-            raise ValueError(
-                "data.name=cifar10 needs data.directory=PATH of the binary version "
-                "(cifar-10-batches-bin)"
-            )
-        images, y = load_cifar10(cfg.directory, "train")
-        n_val = int(round(cfg.val_fraction * len(images)))
-        perm = np.random.default_rng(0).permutation(len(images))
-        val_i, train_i = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        test, test_y = load_cifar10(cfg.directory, "test")
-        labels = (10, y[train_i], y[val_i], test_y)
-        return _images(
-            "cifar10",
-            images[train_i],
-            images[val_i],
-            test,
-            CIFAR10_LEVELS,
-            flip=cfg.random_flip,
-            labels=labels,
-            noise=cfg.dequantize_train,
-        )
-    names = ", ".join((*TOY_DATASETS, "digits", "mnist", "cifar10"))
-    raise ValueError(f"unknown data set data.name={cfg.name!r}; choose one of {names}")
+    """The data set named by a :class:`experiments.config.DataConfig` (``cfg.name``, one
+    of :data:`DATASETS`). Example::
+
+        src = make_source(DataConfig(name="digits"))
+        x = src.train_batch(0, 0, 128)   # (seed, step, batch_size) -> [128, 8, 8, 1]
+    """
+    _check_name(cfg.name)
+    return DATASETS[cfg.name](cfg)

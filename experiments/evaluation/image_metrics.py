@@ -37,7 +37,7 @@ from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 from tqdm.auto import tqdm
 
-from experiments.metrics import mmd2_from_kernels
+from experiments.evaluation.mixture_metrics import mmd2_from_kernels
 
 IMAGE_RANGE = (-1.01, 1.01)  # images are in [-1, 1]; a little slack for samplers
 _CACHE_FORMAT = 1

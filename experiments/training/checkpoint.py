@@ -1,8 +1,10 @@
 """Orbax checkpoints of the training state, with fall-back past broken ones.
 
-A checkpoint holds the model, EMA and optimizer state (one nnx state pytree, PRNG keys
-stored as raw key data) plus JSON metadata (step, best validation NLL). The data
-position is the step: batches are a pure function of (seed, step).
+A checkpoint holds named items, each an nnx state pytree (PRNG keys stored as raw key
+data): ``weights`` (the network and its EMA copy) and ``optimizer``, plus JSON
+metadata (step, best validation NLL). Restoring names the items it wants, so sampling
+and likelihoods read the weights alone. The data position is the step: batches are a
+pure function of (seed, step).
 
 Several processes: every process calls :meth:`Checkpoints.save` and
 :meth:`Checkpoints.restore_latest` (both are collective). Orbax writes each array once
@@ -24,11 +26,9 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from experiments.distributed import is_prng_key as _is_key
+
 logging.getLogger("absl").setLevel(logging.ERROR)
-
-
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def to_saveable(state: nnx.State) -> dict:
@@ -75,36 +75,35 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state: nnx.State, meta: dict) -> None:
+    def save(self, step: int, items: dict[str, nnx.State], meta: dict) -> None:
+        """Save the named states ``items`` and the JSON ``meta`` as step ``step``."""
         if step in self.manager.all_steps():
             # an unreadable checkpoint that restore_latest skipped: replace it
             self.manager.delete(step)
+        saves = {k: ocp.args.StandardSave(to_saveable(v)) for k, v in items.items()}
         self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(to_saveable(state)),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
+            step, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **saves), force=True
         )
         self.manager.wait_until_finished()
 
-    def restore_latest(self, abstract: nnx.State) -> tuple[nnx.State, dict] | None:
-        """The newest checkpoint that restores; broken ones are skipped with a warning.
+    def restore_latest(
+        self, abstract: dict[str, nnx.State]
+    ) -> tuple[dict[str, nnx.State], dict] | None:
+        """The named items of the newest checkpoint that restores (only those asked
+        for are read), and its metadata; broken ones are skipped with a warning.
 
-        ``abstract`` holds ``jax.ShapeDtypeStruct`` leaves; where they carry a
-        ``sharding``, the arrays are restored onto it (required with several processes).
+        ``abstract`` maps item names to states of ``jax.ShapeDtypeStruct`` leaves; where
+        they carry a ``sharding``, the arrays are restored onto it (required with
+        several processes).
         """
-        target = _saveable_target(abstract)
+        targets = {k: ocp.args.StandardRestore(_saveable_target(v)) for k, v in abstract.items()}
         for step in reversed(self.steps()):
             try:
                 out = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-                    ),
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **targets)
                 )
-                return from_saveable(abstract, out["state"]), dict(out["meta"])
+                items = {k: from_saveable(v, out[k]) for k, v in abstract.items()}
+                return items, dict(out["meta"])
             except Exception as err:  # noqa: BLE001 - any failure means: try the previous
                 warnings.warn(
                     f"checkpoint at step {step} in {self.manager.directory} is unreadable "

@@ -1,0 +1,386 @@
+"""Names to objects: every table the command line and the configs look names up in.
+
+The library only ever takes objects (an SDE, a diffrax solver, a network); this module
+is the one place where a config's names become them. Each table is a dict from a name
+to a builder, and every lookup of an unknown name raises a ``ValueError`` that lists
+the valid ones (:func:`lookup`); nothing falls through to a default.
+
+Adding a forward process is one line in :data:`SDES`; a backbone one line in
+:data:`ARCHITECTURES` (and its sub-config in :mod:`experiments.config`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import networks
+import samplers
+import sde as sde_lib
+from experiments import data as data_lib
+from experiments.config import Config, ConfigError, ModelConfig, SDEConfig, TrainConfig
+from sde._losses import TIME_SAMPLINGS, WEIGHTINGS
+
+
+def lookup(table: dict, name: str, what: str):
+    """``table[name]``, or a ``ValueError`` that lists the valid names."""
+    key = name.lower() if isinstance(name, str) else name
+    try:
+        return table[key]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(key), list(table), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(
+            f"unknown {what} {name!r}{hint}; choose one of {', '.join(sorted(table))}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- SDEs
+
+SDES: dict[str, Callable[[SDEConfig], sde_lib.AbstractSDE]] = {
+    "vp": lambda c: sde_lib.VPSDE(beta_min=c.beta_min, beta_max=c.beta_max),
+    "subvp": lambda c: sde_lib.SubVPSDE(beta_min=c.beta_min, beta_max=c.beta_max),
+    "ve": lambda c: sde_lib.VESDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max),
+    "edm": lambda c: sde_lib.EDMSDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max),
+}
+
+
+def sde(c: SDEConfig | str) -> sde_lib.AbstractSDE:
+    """The config's SDE; a bare name gives it with the default hyper-parameters."""
+    c = SDEConfig(name=c) if isinstance(c, str) else c
+    return lookup(SDES, c.name, "SDE")(c)
+
+
+# ---------------------------------------------------------------------------- solvers
+
+SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+    "euler": diffrax.Euler,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "bosh3": diffrax.Bosh3,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "shark": diffrax.ShARK,
+    "sra1": diffrax.SRA1,
+    "sea": diffrax.SEA,
+    "spark": diffrax.SPaRK,
+    # exponential integrators for the probability-flow ODE (fixed steps only)
+    "ddim": samplers.DDIM,
+    "dpmpp2m": samplers.DPMSolverPP2M,
+    "dpmpp3m": samplers.DPMSolverPP3M,
+    "dpmpp2s": samplers.DPMSolverPP2S,  # 2 score evaluations per step
+    "unipc": samplers.UniPC,  # UniP-2 + UniC (bh2): order 3
+    "unipc3": lambda: samplers.UniPC(order=3),  # order 4
+    "unipc_bh1": lambda: samplers.UniPC(variant="bh1"),
+    # exponential integrator for the reverse SDE (sample_sde, fixed steps only)
+    "sde_dpmpp2m": samplers.SDEDPMSolverPP2M,
+}
+
+
+def solver(name: str) -> diffrax.AbstractSolver:
+    return lookup(SOLVERS, name, "solver")()
+
+
+# ---------------------------------------------------------------------------- samplers
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """How the command line calls one sampler: every sampler takes ``score_fn``, ``sde``,
+    ``shape``, ``key``, ``eps`` and ``steps`` (or, where ``adaptive``, ``rtol``/``atol``
+    when no steps are given); ``solver`` is the default solver's name, ``None`` for a
+    sampler with steps of its own, which ``label`` then describes; ``options`` reads
+    the sampler's own knobs from ``eval``."""
+
+    fn: Callable
+    solver: str | None
+    adaptive: bool = False
+    options: Callable[[Any], dict] = lambda e: {}
+    label: Callable[[Any], str] = lambda e: ""
+
+
+SAMPLERS: dict[str, Method] = {
+    "ode": Method(samplers.sample_ode, solver="tsit5", adaptive=True),
+    "sde": Method(samplers.sample_sde, solver="euler"),
+    "pc": Method(samplers.sample_pc, solver="euler"),
+    "edm": Method(
+        samplers.sample_edm,
+        solver=None,
+        options=lambda e: dict(
+            s_churn=e.s_churn, s_tmin=e.s_tmin, s_tmax=e.s_tmax, s_noise=e.s_noise
+        ),
+        label=lambda e: "edm heun" + (f", churn {e.s_churn:g}" if e.s_churn else ""),
+    ),
+}
+
+
+def sampler(name: str) -> Method:
+    return lookup(SAMPLERS, name, "sampling method")
+
+
+DIVERGENCES = ("exact", "hutchinson")  # samplers.log_likelihood(divergence=...)
+DEQUANTIZATIONS = ("uniform", "truncated_normal")  # evaluation of image likelihoods
+
+# ---------------------------------------------------------------------------- networks
+
+PARAMETRISATIONS: dict[str, Callable[[ModelConfig], networks.AbstractParametrisation]] = {
+    "noise": lambda c: networks.NoisePrediction(),
+    "score": lambda c: networks.DirectScore(),
+    "denoiser": lambda c: networks.EDMDenoiser(sigma_data=c.sigma_data),
+}
+
+
+def parametrisation(
+    c: ModelConfig, source: data_lib.DataSource | None = None, seed: int = 0
+) -> networks.AbstractParametrisation:
+    """The config's parametrisation, with its base score if it has one;
+    ``model.histogram_base`` needs the data ``source`` (its training histograms, counted
+    with the training ``seed``)."""
+    inner = lookup(PARAMETRISATIONS, c.parametrisation, "parametrisation")(c)
+    if c.histogram_base:
+        if source is None:
+            raise ValueError("model.histogram_base needs the data source")
+        probs = data_lib.level_histogram(source, seed=seed)
+        return networks.HistogramResidual.from_probs(probs, source.data_range, inner=inner)
+    return networks.GaussianResidual(inner) if c.gaussian_base else inner
+
+
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def _need_rank(c: ModelConfig, shape: tuple[int, ...], rank: int, what: str) -> None:
+    if len(shape) != rank:
+        raise ConfigError(
+            f"model.architecture={c.architecture} needs {what}, got examples of shape {shape}"
+            + ("; use model.architecture=unet for images" if rank == 1 else "")
+        )
+
+
+def _mlp(c: ModelConfig, shape, rngs, num_classes):
+    _need_rank(c, shape, 1, "flat data")
+    m = c.mlp
+    return networks.MLPScoreNet(
+        shape[0],
+        hidden=m.hidden,
+        depth=m.depth,
+        cond_dim=m.cond_dim,
+        num_classes=num_classes,
+        embed_dim=c.embed_dim,
+        embedding=c.embedding,
+        dropout=c.dropout,
+        rngs=rngs,
+    )
+
+
+def _unet(c: ModelConfig, shape, rngs, num_classes):
+    _need_rank(c, shape, 3, "[H, W, C] images")
+    return networks.SmallUNet(
+        shape[-1],
+        channels=c.unet.channels,
+        num_res_blocks=c.unet.num_res_blocks,
+        num_classes=num_classes,
+        embed_dim=c.embed_dim,
+        embedding=c.embedding,
+        dropout=c.dropout,
+        rngs=rngs,
+    )
+
+
+def _ncsnpp(variant: str):
+    """score_sde's DDPM++ (sinusoidal embedding, no input pyramid) or NCSN++ (Gaussian
+    Fourier embedding, residual input pyramid), Song et al. 2021."""
+
+    def build(c: ModelConfig, shape, rngs, num_classes):
+        _need_rank(c, shape, 3, "[H, W, C] images")
+        n = c.ncsnpp
+        if shape[0] != shape[1] or shape[0] % 2 ** (len(n.ch_mult) - 1):
+            raise ConfigError(
+                f"model.architecture={c.architecture} needs square images whose side is "
+                f"divisible by 2^(len(model.ncsnpp.ch_mult) - 1); got {shape} and "
+                f"ch_mult={n.ch_mult}"
+            )
+        return networks.NCSNpp(
+            shape[-1],
+            image_size=shape[0],
+            nf=n.nf,
+            ch_mult=tuple(n.ch_mult),
+            num_res_blocks=n.num_res_blocks,
+            attn_resolutions=tuple(n.attn_resolutions),
+            dropout=c.dropout,
+            embedding="sinusoidal" if variant == "ddpmpp" else "fourier",
+            progressive_input="none" if variant == "ddpmpp" else "residual",
+            dtype=lookup(COMPUTE_DTYPES, n.compute_dtype, "compute dtype"),
+            remat=n.remat,
+            num_classes=num_classes,
+            rngs=rngs,
+        )
+
+    return build
+
+
+ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
+    "mlp": _mlp,
+    "unet": _unet,
+    "ddpmpp": _ncsnpp("ddpmpp"),
+    "ncsnpp": _ncsnpp("ncsnpp"),
+}
+
+
+def model(c: ModelConfig, shape: tuple[int, ...], seed: int) -> nnx.Module:
+    """The config's network for examples of ``shape``, initialised from ``seed``."""
+    rngs = nnx.Rngs(params=seed, dropout=seed + 1)
+    build = lookup(ARCHITECTURES, c.architecture, "architecture")
+    return build(c, tuple(shape), rngs, c.num_classes or None)
+
+
+# ---------------------------------------------------------------------------- training
+
+Loss = Callable[..., Any]  # loss(score_fn, sde, x0, key) -> per-example losses [B]
+
+
+def _dsm(t: TrainConfig, m: ModelConfig) -> Loss:
+    def loss(score_fn, forward, x0, key):
+        return sde_lib.dsm_loss(
+            score_fn, forward, x0, key, weighting=t.weighting, t_sampling=t.t_sampling, eps=t.eps
+        )
+
+    return loss
+
+
+def _edm(t: TrainConfig, m: ModelConfig) -> Loss:
+    def loss(score_fn, forward, x0, key):
+        return sde_lib.edm_loss(
+            score_fn, forward, x0, key, p_mean=t.p_mean, p_std=t.p_std, sigma_data=m.sigma_data
+        )
+
+    return loss
+
+
+LOSSES: dict[str, Callable[[TrainConfig, ModelConfig], Loss]] = {
+    "dsm": _dsm,  # denoising score matching (Song et al. 2021), train.weighting/t_sampling
+    "edm": _edm,  # EDM's log-normal-sigma loss (Karras et al. 2022), train.p_mean/p_std
+}
+
+
+def loss(cfg: Config) -> Loss:
+    return lookup(LOSSES, cfg.train.loss, "loss")(cfg.train, cfg.model)
+
+
+SCHEDULES: dict[str, Callable[[TrainConfig], optax.Schedule]] = {
+    "cosine": lambda c: optax.warmup_cosine_decay_schedule(
+        0.0, c.lr, max(c.warmup_steps, 1), max(c.steps, c.warmup_steps + 1), 0.01 * c.lr
+    ),
+    "constant": lambda c: optax.join_schedules(
+        [optax.linear_schedule(0.0, c.lr, max(c.warmup_steps, 1)), optax.constant_schedule(c.lr)],
+        [max(c.warmup_steps, 1)],
+    ),
+}
+OPTIMIZERS: dict[str, Callable[[TrainConfig, optax.Schedule], optax.GradientTransformation]] = {
+    "adam": lambda c, lr: optax.adam(lr),
+    "adamw": lambda c, lr: optax.adamw(lr, weight_decay=c.weight_decay),
+}
+
+
+def optimizer(c: TrainConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """``(tx, schedule)``: the optimizer with warm-up and schedule, after global-norm
+    clipping when ``grad_clip > 0``."""
+    schedule = lookup(SCHEDULES, c.schedule, "learning-rate schedule")(c)
+    opt = lookup(OPTIMIZERS, c.optimizer, "optimizer")(c, schedule)
+    tx = optax.chain(optax.clip_by_global_norm(c.grad_clip), opt) if c.grad_clip > 0 else opt
+    return tx, schedule
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def source(cfg: Config) -> data_lib.DataSource:
+    """The config's data as the model sees it: the data set, flattened for an MLP,
+    Gaussianized and whitened if the config says so (the fixed maps are fitted on the
+    training split with ``train.seed``)."""
+    src = data_lib.make_source(cfg.data)
+    if cfg.model.architecture == "mlp":
+        src = data_lib.flattened(src)  # images become flat vectors
+    if cfg.data.gaussianize:
+        src = data_lib.gaussianized(src, seed=cfg.train.seed)
+    if cfg.model.num_classes and src.num_classes != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but data.name={cfg.data.name} has "
+            f"{src.num_classes or 'no'} class labels"
+        )
+    if cfg.data.whiten != "none":
+        if len(src.shape) != 1:
+            raise ConfigError(
+                f"data.whiten={cfg.data.whiten} needs flat examples (model.architecture=mlp)"
+            )
+        src = data_lib.whitened(src, cfg.data.whiten, cfg.train.seed)
+    return src
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+@contextlib.contextmanager
+def _at(key: str):
+    """Re-raise a ``ValueError`` from building ``key``'s object as a ConfigError naming it."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+NAMES: dict[str, tuple[Any, str]] = {  # dotted key: (the table it names, what it is)
+    "data.name": (data_lib.DATASETS, "data set"),
+    "data.whiten": (data_lib.WHITENINGS, "whitening"),
+    "model.architecture": (ARCHITECTURES, "architecture"),
+    "model.parametrisation": (PARAMETRISATIONS, "parametrisation"),
+    "model.ncsnpp.compute_dtype": (COMPUTE_DTYPES, "compute dtype"),
+    "sde.name": (SDES, "SDE"),
+    "train.loss": (LOSSES, "loss"),
+    "train.optimizer": (OPTIMIZERS, "optimizer"),
+    "train.schedule": (SCHEDULES, "learning-rate schedule"),
+    "train.weighting": (WEIGHTINGS, "DSM weighting"),
+    "train.t_sampling": (TIME_SAMPLINGS, "time sampling"),
+    "train.val_divergence": (DIVERGENCES, "divergence"),
+    "eval.method": (SAMPLERS, "sampling method"),
+    "eval.solver": (SOLVERS, "solver"),
+    "eval.divergence": (DIVERGENCES, "divergence"),
+    "eval.dequantization": (DEQUANTIZATIONS, "dequantization"),
+}
+
+
+def check(cfg: Config) -> None:
+    """Raise a :class:`ConfigError` naming the dotted key of the first name no table
+    holds, or of a value the objects refuse; builds nothing large (no data, no model)."""
+    from experiments.config import get
+
+    for key, (table, what) in NAMES.items():
+        value = get(cfg, key)
+        if value not in table:
+            with _at(key):
+                lookup(dict.fromkeys(table), value, what)
+    with _at("sde"):
+        forward = sde(cfg.sde)
+    for key in ("train.eps", "eval.sample_eps", "eval.likelihood_eps"):
+        if not 0 < get(cfg, key) < forward.T:
+            raise ConfigError(
+                f"{key} must lie in (0, T) = (0, {forward.T:g}) for sde.name={cfg.sde.name}, "
+                f"got {get(cfg, key)!r}"
+            )
+    for key in ("data.gaussianize", "model.histogram_base"):
+        if get(cfg, key) and cfg.data.name not in data_lib.IMAGE_DATASETS:
+            raise ConfigError(
+                f"{key} needs image data ({', '.join(data_lib.IMAGE_DATASETS)}), got "
+                f"data.name={cfg.data.name!r}"
+            )

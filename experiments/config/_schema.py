@@ -1,0 +1,141 @@
+"""The config schema: one frozen dataclass per section, one sub-config per architecture.
+
+Every field is a plain value (str, int, float, bool, tuple of ints) so that a config
+round-trips through JSON and every field can be overridden by its dotted path. Names
+of objects (an SDE, a solver, an architecture) are looked up in
+:mod:`experiments.build`, which is also where a name is checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "checkerboard"  # a 2-D toy, "digits", "mnist" or "cifar10"
+    directory: str = ""  # MNIST IDX files / CIFAR-10 binary batches
+    random_flip: bool = False  # images: random horizontal flips of training batches
+    val_fraction: float = 0.1  # images: validation carved out of train
+    n_val: int = 2000  # toys: held-out validation points
+    n_test: int = 10000  # toys: held-out test points
+    whiten: str = "none"  # "none" | "standardize" | "pca" | "zca": fixed affine map (mlp only)
+    gaussianize: bool = False  # images: per-pixel marginal Gaussianization (before whiten)
+    # images: uniform noise on training batches; False: bin centres, the diffusion's own
+    # noise dequantises (pair with eval.dequantization=truncated_normal, as i-DODE)
+    dequantize_train: bool = True
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """``networks.MLPScoreNet``: flat data."""
+
+    hidden: int = 256
+    depth: int = 3
+    cond_dim: int = 64  # width of the time conditioning each layer projects
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """``networks.SmallUNet``: images, a few levels."""
+
+    channels: tuple[int, ...] = (32, 64)  # width per level
+    num_res_blocks: int = 1
+
+
+@dataclass(frozen=True)
+class NCSNppConfig:
+    """``networks.NCSNpp``, score_sde's DDPM++ (``ddpmpp``) and NCSN++ (``ncsnpp``)."""
+
+    nf: int = 128  # base width
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)  # width multiplier per level
+    num_res_blocks: int = 1
+    attn_resolutions: tuple[int, ...] = (16,)  # self-attention resolutions
+    compute_dtype: str = "float32"  # "float32" | "bfloat16" (float32 parameters)
+    remat: bool = False  # rematerialise residual blocks
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str = "mlp"  # "mlp" | "unet" (small) | "ddpmpp" | "ncsnpp" (score_sde's)
+    embed_dim: int = 64
+    embedding: str = "fourier"  # "fourier" | "sinusoidal" (mlp, unet)
+    dropout: float = 0.0
+    parametrisation: str = "noise"  # "noise" | "score" | "denoiser"
+    sigma_data: float = 0.5  # denoiser
+    gaussian_base: bool = False  # add the exact score of N(0, I) data (use with data.whiten)
+    # images: add the exact score of the per-pixel training histograms (pixel space)
+    histogram_base: bool = False
+    num_classes: int = 0  # class-conditional with a null class (0: unconditional)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    ncsnpp: NCSNppConfig = field(default_factory=NCSNppConfig)  # ddpmpp and ncsnpp
+
+
+@dataclass(frozen=True)
+class SDEConfig:
+    name: str = "vp"  # "vp" | "subvp" | "ve" | "edm" (sigma(t) = t, T = sigma_max)
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 1024
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # "constant" | "cosine"
+    grad_clip: float = 1.0  # global norm; 0 disables
+    ema_decay: float = 0.999
+    loss: str = "dsm"  # "dsm" (weighting, t_sampling, eps) | "edm" (p_mean, p_std)
+    weighting: str = "std2"  # dsm: "std2" | "likelihood"
+    t_sampling: str = "uniform"  # dsm: "uniform" | "stratified" | "antithetic" | "importance"
+    eps: float = 1e-5  # dsm: smallest training time
+    p_mean: float = -1.2  # edm: ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022)
+    p_std: float = 1.2
+    p_uncond: float = 0.1  # class-conditional: label dropped (null class) with this probability
+    seed: int = 0
+    log_every: int = 100
+    ckpt_every: int = 1000
+    keep: int = 3
+    eval_every: int = 0  # validation NLL and sample snapshot every N steps (0: off); keeps the best
+    n_eval_val: int = 1000  # validation points per evaluation
+    val_divergence: str = "exact"  # "exact" | "hutchinson" for the validation NLL
+    val_probes: int = 4  # Hutchinson probes for the validation NLL
+    fsdp: bool = False  # split parameters/optimizer state over the devices (FSDP-style)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_samples: int = 10000
+    method: str = "ode"  # "ode" | "sde" | "pc" | "edm" (Heun on the Karras grid, churn)
+    solver: str = "tsit5"
+    steps: int = 1000  # sde, pc and edm (fixed steps); ode: adaptive (rtol, atol)
+    s_churn: float = 0.0  # edm: stochasticity (Karras et al. 2022, Alg. 2)
+    s_tmin: float = 0.0
+    s_tmax: float = 1e9
+    s_noise: float = 1.0
+    sample_eps: float = 1e-3
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    likelihood_eps: float = 1e-5
+    divergence: str = "exact"  # "exact" | "hutchinson"
+    n_probes: int = 1
+    n_likelihood: int = 0  # test points for the likelihood (0: all)
+    batch_size: int = 1000
+    dequant_repeats: int = 1  # images: dequantisation draws per image
+    dequantization: str = "uniform"  # images: "uniform" | "truncated_normal" (i-DODE)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,105 @@
+"""Checks of a whole config before anything is built or written.
+
+Names (an SDE, a solver, a data set) and the facts objects own (an SDE's end time T,
+which data sets are images) are checked by building or asking the objects
+(:func:`experiments.build.check`); what is left here are the ranges of plain numbers
+that no object owns. Comparisons are written so that NaN fails them.
+"""
+
+from __future__ import annotations
+
+from ._overrides import ConfigError, get
+from ._schema import Config
+
+POSITIVE = (
+    "train.steps",
+    "train.batch_size",
+    "train.lr",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.keep",
+    "train.n_eval_val",
+    "train.val_probes",
+    "eval.n_samples",
+    "eval.steps",
+    "eval.batch_size",
+    "eval.n_probes",
+    "eval.dequant_repeats",
+    "eval.rtol",
+    "eval.atol",
+    "model.embed_dim",
+    "model.mlp.hidden",
+    "model.mlp.depth",
+    "model.mlp.cond_dim",
+    "model.unet.num_res_blocks",
+    "model.ncsnpp.nf",
+    "model.ncsnpp.num_res_blocks",
+)
+NON_NEGATIVE = (
+    "eval.n_likelihood",
+    "train.grad_clip",
+    "train.weight_decay",
+    "train.eval_every",
+    "train.warmup_steps",
+    "train.seed",
+    "model.num_classes",
+    "eval.s_churn",
+)
+UNIT_INTERVAL = {  # key: (lowest, highest, highest included)
+    "train.ema_decay": (0.0, 1.0, False),
+    "train.p_uncond": (0.0, 1.0, True),
+    "model.dropout": (0.0, 1.0, False),
+    "data.val_fraction": (0.0, 1.0, False),
+}
+
+
+def _numbers(cfg: Config) -> None:
+    for key in POSITIVE:
+        if not get(cfg, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {get(cfg, key)!r}")
+    for key in NON_NEGATIVE:
+        if not get(cfg, key) >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)!r}")
+    for key, (lo, hi, closed) in UNIT_INTERVAL.items():
+        v = get(cfg, key)
+        if not (lo <= v <= hi if closed else lo <= v < hi):
+            raise ConfigError(
+                f"{key} must lie in [{lo:g}, {hi:g}{']' if closed else ')'}, got {v!r}"
+            )
+    for key in ("model.unet.channels", "model.ncsnpp.ch_mult"):
+        if not get(cfg, key) or min(get(cfg, key)) < 1:
+            raise ConfigError(f"{key} must be positive integers, got {get(cfg, key)!r}")
+    if cfg.train.eval_every % cfg.train.log_every:
+        raise ConfigError(
+            f"train.eval_every must be a multiple of train.log_every ({cfg.train.log_every}), "
+            f"got {cfg.train.eval_every}"
+        )
+    if not cfg.eval.s_noise > 0 or not cfg.eval.s_tmin <= cfg.eval.s_tmax:
+        raise ConfigError(
+            "eval.s_noise must be > 0 and eval.s_tmin <= eval.s_tmax; got "
+            f"{cfg.eval.s_noise!r}, {cfg.eval.s_tmin!r}, {cfg.eval.s_tmax!r}"
+        )
+    if cfg.train.loss == "edm" and not cfg.train.p_std > 0:
+        raise ConfigError(f"train.p_std must be > 0, got {cfg.train.p_std!r}")
+    if cfg.train.weighting == "std2" and cfg.train.t_sampling == "importance":
+        raise ConfigError("train.t_sampling=importance needs train.weighting=likelihood")
+
+
+def _combinations(cfg: Config) -> None:
+    if cfg.model.histogram_base and (
+        cfg.model.gaussian_base or cfg.data.gaussianize or cfg.data.whiten != "none"
+    ):
+        raise ConfigError(
+            "model.histogram_base is the score of the pixels' own histograms: it needs "
+            "data.gaussianize=false, data.whiten=none and model.gaussian_base=false"
+        )
+
+
+def validate(cfg: Config) -> Config:
+    """``cfg`` if it can be built, else a :class:`ConfigError` naming the key."""
+    from experiments import build
+
+    _numbers(cfg)
+    _combinations(cfg)
+    build.check(cfg)
+    return cfg

@@ -1,0 +1,218 @@
+"""Log-likelihoods of a trained run through the probability-flow ODE: nats per example
+and bits/dim, in the data's own units (``likelihood.json``).
+
+The model's density of the data adds the log-Jacobian of the fixed maps between data
+and model (whitening, Gaussianization; 0 without any) to the ODE's log-density; for
+images, the data are dequantised first (uniform noise, or truncated-normal noise with
+its own bound terms, i-DODE). With a histogram base the base alone is scored on the
+same points (a closed form), which says what the network adds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import networks
+import samplers
+from experiments import build, distributed
+from experiments import data as data_lib
+from experiments.run import Run
+
+
+def _dequantizer(run: Run):
+    r"""For ``eval.dequantization=truncated_normal`` (i-DODE, Zheng et al. 2023): a map
+    from a uniformly dequantised batch to ``(x_eps, correction)``, the ODE's start
+    :math:`a(\epsilon) y` with :math:`y` the bin centre plus truncated-normal noise of
+    scale :math:`s(\epsilon) / a(\epsilon)`, and the per-example terms that make
+    ``log p_eps(x_eps) + correction`` the bound :math:`\log p(y) - \log q(y | k)`
+    expressed like a uniform-noise log-density (plus :math:`-D \log w`), so that nats and
+    bits/dim are computed one way for both. ``None`` for uniform noise (the data as is,
+    with the ODE started at ``eps`` from it) and for data that are not images."""
+    e, src = run.cfg.eval, run.source
+    if e.dequantization == "uniform" or not src.discrete:
+        return None
+    if src.to_data is not None or src.log_det_fn is not None or src.log_det:
+        raise ValueError(
+            "eval.dequantization=truncated_normal needs a model of the images themselves; "
+            "this run maps them first (data.whiten / data.gaussianize)"
+        )
+    eps, levels, data_range = e.likelihood_eps, src.n_levels, src.data_range
+    sigma = data_lib.truncated_normal_sigma(run.sde, eps)
+    uniform = data_lib.uniform_log_q(src.dim, levels, data_range)
+
+    def apply(chunk, rng):
+        k = data_lib.from_continuous(chunk, levels, data_range)
+        y, log_q = data_lib.truncated_normal_dequantize(rng, k, levels, data_range, sigma=sigma)
+        x_eps, log_det = data_lib.to_ode_start(y, run.sde, eps)
+        return x_eps.astype(np.float32), log_det - log_q + uniform
+
+    return apply
+
+
+def _base_log_density(run: Run):
+    """The histogram base's own log-density (closed form, jitted), or None."""
+    base = run.param if isinstance(run.param, networks.HistogramResidual) else None
+    if base is None:
+        return None
+    return jax.jit(lambda y: base.base_log_density(run.sde, y, run.cfg.eval.likelihood_eps))
+
+
+def _bits_per_dim(run: Run, logp: np.ndarray) -> np.ndarray:
+    src = run.source
+    width = src.data_range[1] - src.data_range[0]
+    return np.asarray(
+        samplers.bits_per_dim(logp, dim=src.dim, n_levels=src.n_levels, data_range=width)
+    )
+
+
+def _mean_stderr(x: np.ndarray) -> tuple[float, float]:
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def _score(run: Run, split: str, solver, rtol, atol, n, progress):
+    """Per-example log-densities of the model (with the fixed maps' and the
+    dequantisation's corrections), of the base alone where there is one, and the NFE
+    of each batch."""
+    e, mesh = run.cfg.eval, distributed.mesh()
+    score_fn = distributed.batch_sharded_score(run.score_function(), mesh)
+    dequantize, base_logp = _dequantizer(run), _base_log_density(run)
+    logps, corrections, base_logps, nfes = [], [], [], []
+    for r in range(e.dequant_repeats if run.source.discrete else 1):
+        data = getattr(run.source, split)(run.cfg.train.seed + r)[:n]
+        batches = range(0, len(data), e.batch_size)
+        for i in tqdm(batches, desc=f"likelihood {r + 1}", disable=not progress, unit="batch"):
+            chunk = data[i : i + e.batch_size]
+            correction = run.source.log_jacobian(chunk)
+            if dequantize is not None:
+                chunk, extra = dequantize(chunk, np.random.default_rng([r, i, 5]))
+                correction = correction + extra
+            x, size = distributed.shard_batch(chunk, mesh)
+            logp, stats = samplers.log_likelihood(
+                score_fn=score_fn,
+                sde=run.sde,
+                x=x,
+                key=jax.random.key(1000 * r + i),
+                solver=solver,
+                rtol=rtol,
+                atol=atol,
+                eps=e.likelihood_eps,
+                divergence=e.divergence,
+                n_probes=e.n_probes,
+            )
+            logps.append(distributed.to_host(logp)[:size].astype(np.float64))
+            if base_logp is not None:
+                base_logps.append(np.asarray(base_logp(jax.numpy.asarray(chunk)), np.float64))
+            corrections.append(correction)
+            nfes.append(int(stats["nfe"]))
+    correction = np.concatenate(corrections)
+    logp = np.concatenate(logps) + correction
+    base = np.concatenate(base_logps) + correction if base_logps else None
+    return logp, base, nfes
+
+
+def _summary(run: Run, logp: np.ndarray, base: np.ndarray | None) -> dict:
+    """NLL statistics (and bits/dim for images, the base's and the entropy's)."""
+    nll, src = -logp, run.source
+    mean, stderr = _mean_stderr(nll)
+    out = {
+        "n": int(len(nll)),
+        "nll_nats": mean,
+        "nll_nats_stderr": stderr,
+        "nll_nats_median": float(np.median(nll)),
+        "nll_nats_p99": float(np.percentile(nll, 99)),
+    }
+    if src.discrete:  # discrete levels: bits/dim of the dequantised data
+        bpd = _bits_per_dim(run, logp)
+        e = run.cfg.eval
+        out.update(
+            bits_per_dim=float(bpd.mean()),
+            bits_per_dim_stderr=_mean_stderr(bpd)[1],
+            bits_per_dim_median=float(np.median(bpd)),
+            dequantization=f"{e.dequantization.replace('_', '-')}, "
+            f"{e.dequant_repeats} draw(s) per image",
+        )
+    if base is not None:
+        gain = (logp - base) / (src.dim * math.log(2))  # bits/dim the network adds
+        out["histogram_base_alone"] = {
+            "nll_nats": float(-base.mean()),
+            "bits_per_dim": float(_bits_per_dim(run, base).mean()),
+            "network_gain_bits_per_dim_stderr": _mean_stderr(gain)[1],
+        }
+    if src.entropy is not None:
+        out.update(entropy_nats=src.entropy, kl_nats=out["nll_nats"] - src.entropy)
+    return out
+
+
+def likelihood(
+    run: Run,
+    *,
+    split: str = "test",
+    solver: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    n: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """NLL of the ``split`` (nats per example, and bits/dim for images) under the EMA
+    weights; writes likelihood.json in ``run.workdir``."""
+    e = run.cfg.eval
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    solver_name = solver or e.solver
+    rtol, atol = rtol or e.rtol, atol or e.atol
+    start = time.perf_counter()
+    logp, base, nfes = _score(
+        run,
+        split,
+        build.solver(solver_name),
+        rtol,
+        atol,
+        n or e.n_likelihood or None,
+        progress and distributed.is_main(),
+    )
+    out = {"split": split, "checkpoint_step": run.step, **_summary(run, logp, base)}
+    out.update(nfe=float(np.mean(nfes)), seconds=time.perf_counter() - start)
+    out["settings"] = {
+        "solver": solver_name,
+        "rtol": rtol,
+        "atol": atol,
+        "eps": e.likelihood_eps,
+        "divergence": e.divergence,
+        "n_probes": e.n_probes,
+        "step_control": "batch-joint, worst-sample norm",
+        "batch_size": e.batch_size,
+        "whiten": run.cfg.data.whiten,
+        "gaussianize": run.cfg.data.gaussianize,
+    }
+    if distributed.is_main():
+        (run.workdir / "likelihood.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def validation_nll(run: Run, n: int, mesh=None) -> float:
+    """Mean NLL (nats per example, in the data's units) of the EMA weights on the first
+    ``n`` validation points, the batch split over ``mesh`` (default: all devices), with
+    ``train.val_divergence`` and ``train.val_probes``."""
+    mesh = distributed.mesh() if mesh is None else mesh
+    val = run.source.val(run.cfg.train.seed)[:n]
+    x, n = distributed.shard_batch(val, mesh)
+    e, t = run.cfg.eval, run.cfg.train
+    logp, _ = samplers.log_likelihood(
+        score_fn=distributed.batch_sharded_score(run.score_function(), mesh),
+        sde=run.sde,
+        x=x,
+        key=jax.random.key(0),
+        rtol=e.rtol,
+        atol=e.atol,
+        eps=e.likelihood_eps,
+        divergence=t.val_divergence,
+        n_probes=t.val_probes,
+    )
+    logp = distributed.to_host(logp)[:n] + run.source.log_jacobian(val)
+    return float(-np.mean(logp))

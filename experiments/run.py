@@ -1,0 +1,121 @@
+"""A :class:`Run`: everything a config determines, built once and handed on.
+
+``Run.create(cfg)`` builds the data source, the SDE, the parametrisation and the
+network (with its EMA copy) from a config; ``Run.restore(workdir)`` rebuilds the same
+from a work dir's ``config.json`` and restores the weights of its best (or latest)
+checkpoint, without the optimizer state. Training (:mod:`experiments.training`)
+returns a Run holding the trained weights, and evaluation
+(:mod:`experiments.evaluation`) takes one, so ``scoresde train`` builds the world once.
+
+Example::
+
+    run = Run.create(config.load("checkerboard"))
+    run = Run.restore("runs/checkerboard")
+    x, stats = samplers.sample_ode(score_fn=run.score_function(), sde=run.sde, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+from flax import nnx
+
+import networks
+import sde as sde_lib
+from experiments import build, distributed
+from experiments import config as config_lib
+from experiments.data import DataSource
+
+
+def abstract(state, shardings=None):
+    """``jax.ShapeDtypeStruct`` leaves of ``state`` (with ``shardings`` if given)."""
+    if shardings is None:
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )
+
+
+def _networks(cfg: config_lib.Config, shape: tuple[int, ...]) -> tuple[nnx.Module, nnx.EMA]:
+    model = build.model(cfg.model, shape, cfg.train.seed)
+    model.train()
+    return model, nnx.EMA(model, decay=cfg.train.ema_decay, only=nnx.Param)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A config and the objects it determines; ``state`` holds the weights of the
+    network and of its EMA copy (``graphdef`` their structure), ``step`` the training
+    step they are from (0: initial weights), ``workdir`` where the run's files live."""
+
+    cfg: config_lib.Config
+    source: DataSource
+    sde: sde_lib.AbstractSDE
+    param: networks.AbstractParametrisation
+    graphdef: nnx.GraphDef
+    state: nnx.State
+    step: int = 0
+    workdir: pathlib.Path | None = None
+
+    @classmethod
+    def create(cls, cfg: config_lib.Config, workdir: pathlib.Path | None = None) -> Run:
+        """Build everything ``cfg`` names, with freshly initialised weights."""
+        source = build.source(cfg)
+        graphdef, state = nnx.split(_networks(cfg, source.shape))
+        return cls(
+            cfg=cfg,
+            source=source,
+            sde=build.sde(cfg.sde),
+            param=build.parametrisation(cfg.model, source, cfg.train.seed),
+            graphdef=graphdef,
+            state=state,
+            workdir=None if workdir is None else pathlib.Path(workdir),
+        )
+
+    @classmethod
+    def restore(cls, workdir: pathlib.Path, *, prefer_best: bool = True, mesh=None) -> Run:
+        """The run trained in ``workdir``, with the weights of its best-on-validation
+        checkpoint (else the latest), placed on ``mesh`` (default: all devices;
+        replicated, or FSDP-split as the run was trained). The network is built
+        abstractly (``nnx.eval_shape``) and the optimizer state is never read."""
+        from experiments.training import Checkpoints
+
+        workdir = pathlib.Path(workdir)
+        path = workdir / "config.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{workdir} has no config.json: train a model there first")
+        cfg = config_lib.read(path)
+        source = build.source(cfg)
+        graphdef, shapes = nnx.split(nnx.eval_shape(lambda: _networks(cfg, source.shape)))
+        mesh = distributed.mesh() if mesh is None else mesh
+        target = abstract(shapes, distributed.state_shardings(shapes, mesh, cfg.train.fsdp))
+        for sub in ("best", "checkpoints") if prefer_best else ("checkpoints",):
+            if (workdir / sub).exists():
+                ckpts = Checkpoints(workdir / sub, keep=10)
+                restored = ckpts.restore_latest({"weights": target})
+                ckpts.close()
+                if restored is not None:
+                    items, meta = restored
+                    return cls(
+                        cfg=cfg,
+                        source=source,
+                        sde=build.sde(cfg.sde),
+                        param=build.parametrisation(cfg.model, source, cfg.train.seed),
+                        graphdef=graphdef,
+                        state=items["weights"],
+                        step=int(meta["step"]),
+                        workdir=workdir,
+                    )
+        raise FileNotFoundError(f"{workdir} has no readable checkpoint")
+
+    def replace(self, **changes) -> Run:
+        return dataclasses.replace(self, **changes)
+
+    def score_function(self, use_ema: bool = True) -> networks.ScoreFunction:
+        """A pure score function of the (EMA) weights, for the samplers."""
+        model, ema = nnx.merge(self.graphdef, self.state)
+        if use_ema:
+            model = ema.apply_to(model)
+        return networks.ScoreFunction.from_module(model, self.sde, self.param)

@@ -1,0 +1,11 @@
+"""Training: the state and its jitted step (:mod:`.step`), the loop with resume,
+validation and divergence stop (:mod:`.loop`), Orbax checkpoints (:mod:`.checkpoint`)."""
+
+from .checkpoint import Checkpoints as Checkpoints
+from .loop import TrainingDiverged as TrainingDiverged
+from .loop import prepare_workdir as prepare_workdir
+from .loop import train as train
+from .step import init as init
+from .step import items as items
+from .step import join as join
+from .step import make_step as make_step

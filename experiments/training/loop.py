@@ -1,0 +1,255 @@
+"""The training loop: denoising score matching with Optax, EMA weights, Orbax checkpoints.
+
+``train(run, workdir)`` runs (or resumes) a run: the step is jitted once, batches and
+PRNG keys are pure functions of ``(seed, step)``, so a run killed at any moment and
+restarted ends with exactly the parameters of an uninterrupted one. A non-finite loss
+stops the run before anything is saved, keeping the last good checkpoint.
+
+Data parallel over every device of every process (see :mod:`experiments.distributed`):
+``train.batch_size`` is the global batch. Each process takes its rows of the batch of
+step ``s``, the step is jitted with explicit shardings (batch split over the ``data``
+axis, state replicated or, with ``train.fsdp=true``, split FSDP-style), and the loss
+trajectory is that of one device with the whole batch up to float summation order.
+Process 0 alone writes ``config.json``, ``metrics.jsonl``, progress images and the
+progress bar; every process takes part in computing, checkpointing and restoring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import pathlib
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments import build, distributed
+from experiments import config as config_lib
+from experiments.run import Run, abstract
+from experiments.training import step as step_lib
+from experiments.training.checkpoint import Checkpoints
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+    """Drop log lines a killed run wrote after its last checkpoint."""
+    if not path.exists():
+        return
+    keep = [
+        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
+    ]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
+    """Write ``config.json``, or check a resumed run's config against it. Every process
+    checks; after a barrier, process 0 alone writes."""
+    path = workdir / "config.json"
+    if path.exists():
+        saved = config_lib.read(path)
+        changed = [k for k in config_lib.differences(saved, cfg) if k != "train.steps"]
+        if changed and (workdir / "checkpoints").exists():
+            raise config_lib.ConfigError(
+                f"{workdir} holds a run with a different config ({', '.join(changed)}); "
+                "use a new --workdir, or the same config (only train.steps may change)"
+            )
+    distributed.barrier("scoresde-prepare-workdir")  # all have read before anyone writes
+    if distributed.is_main():
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(cfg, path)
+    distributed.barrier("scoresde-workdir-ready")
+
+
+def _check_batch(cfg: config_lib.Config, mesh) -> None:
+    if cfg.train.batch_size % mesh.size:
+        raise config_lib.ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch and must be a "
+            f"multiple of the number of devices ({mesh.size}); e.g. "
+            f"train.batch_size={distributed.padded_size(cfg.train.batch_size, mesh)}"
+        )
+
+
+def _batch(run: Run, step: int, sharding):
+    """The global batch of ``step`` (with its labels for a class-conditional run)."""
+    t = run.cfg.train
+    x = distributed.global_batch(run.source.train_batch(t.seed, step, t.batch_size), sharding)
+    if not run.cfg.model.num_classes:
+        return x
+    labels = run.source.train_labels(t.seed, step, t.batch_size).astype(np.int32)
+    return x, distributed.global_batch(labels, sharding)
+
+
+class _Log:
+    """Means of loss and gradient norm over each logging window, as ``metrics.jsonl``
+    records."""
+
+    def __init__(self, schedule):
+        self.schedule, self.window, self.since = schedule, [], time.perf_counter()
+
+    def add(self, loss: float, grad_norm: float) -> None:
+        self.window.append((loss, grad_norm))
+
+    def record(self, done: int) -> dict:
+        now = time.perf_counter()
+        out = {
+            "step": done,
+            "loss": float(np.mean([w[0] for w in self.window])),
+            "grad_norm": float(np.mean([w[1] for w in self.window])),
+            "lr": float(self.schedule(done)),
+            "steps_per_sec": len(self.window) / (now - self.since),
+        }
+        self.window, self.since = [], now
+        return out
+
+
+def _diverged(loss: float, step: int, ckpts: Checkpoints, workdir, t) -> TrainingDiverged:
+    last = ckpts.steps()[-1] if ckpts.steps() else None
+    return TrainingDiverged(
+        f"loss is {loss} at step {step + 1}; training stopped. The last good "
+        f"checkpoint (step {last}) is kept in {workdir / 'checkpoints'}. Try a "
+        f"lower train.lr (now {t.lr}) or train.grad_clip > 0 (now {t.grad_clip})."
+    )
+
+
+def train(
+    run: Run | config_lib.Config,
+    workdir: pathlib.Path,
+    progress: bool = True,
+    mesh=None,
+    step_timeout: float | None = None,
+) -> tuple[Run, dict]:
+    """Train (or resume) ``run`` in ``workdir``; returns the run with the weights that
+    evaluation uses (as :meth:`Run.restore` picks them: the best-on-validation
+    checkpoint's with ``train.eval_every > 0``, else the last step's) and a summary.
+    See the module docstring.
+
+    ``run`` may be a config, built here (before anything is written: a bad config
+    writes nothing). ``mesh`` (default: every device of every process) carries the data
+    parallelism. ``step_timeout`` (seconds, default off) arms a
+    :class:`distributed.Watchdog` after the first step: a process that makes no
+    progress for that long exits with a message.
+    """
+    workdir = pathlib.Path(workdir)
+    run = Run.create(run) if isinstance(run, config_lib.Config) else run
+    cfg, t = run.cfg, run.cfg.train
+    mesh = distributed.mesh() if mesh is None else mesh
+    _check_batch(cfg, mesh)
+    tx, schedule = build.optimizer(t)
+    graphdef, initial = step_lib.init(run, tx)
+    shardings = distributed.state_shardings(initial, mesh, fsdp=t.fsdp)
+    prepare_workdir(cfg, workdir)
+    ckpts = Checkpoints(workdir / "checkpoints", keep=t.keep)
+    restored = ckpts.restore_latest(step_lib.items(graphdef, abstract(initial, shardings)))
+    if restored is None:
+        state, start, best_val = distributed.put(initial, shardings), 0, math.inf
+    else:
+        state = step_lib.join(graphdef, initial, restored[0])
+        start, best_val = int(restored[1]["step"]), float(restored[1].get("best_val_nll", math.inf))
+    if distributed.is_main():
+        _truncate_metrics(workdir / "metrics.jsonl", start)
+    loop = _Loop(run.replace(workdir=workdir), graphdef, shardings, mesh, ckpts, schedule)
+    started = time.perf_counter()
+    try:
+        state, best_val = loop.go(state, start, best_val, progress, step_timeout)
+    finally:
+        ckpts.close()
+    weights, step = step_lib.items(graphdef, state)["weights"], t.steps
+    if t.eval_every > 0:
+        best = Checkpoints(workdir / "best", keep=1)
+        restored = best.restore_latest({"weights": abstract(weights, shardings_of(weights))})
+        best.close()
+        if restored is not None:
+            weights, step = restored[0]["weights"], int(restored[1]["step"])
+    info = {
+        "steps": t.steps,
+        "resumed_from": start,
+        "train_seconds": time.perf_counter() - started,
+        "best_val_nll": best_val if math.isfinite(best_val) else None,
+        "devices": mesh.size,
+        "processes": jax.process_count(),
+    }
+    return run.replace(state=weights, step=step, workdir=workdir), info
+
+
+def shardings_of(state):
+    """The shardings of a placed state's arrays."""
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+class _Loop:
+    """The steps from ``start`` to ``train.steps``: logging, validation with the best
+    checkpoint kept, periodic checkpoints, the divergence stop and the watchdog."""
+
+    def __init__(self, run: Run, graphdef, shardings, mesh, ckpts: Checkpoints, schedule):
+        self.run, self.graphdef, self.mesh, self.ckpts = run, graphdef, mesh, ckpts
+        self.step_fn = step_lib.make_step(run, graphdef, shardings, mesh, donate=True)
+        self.schedule = schedule
+        t = run.cfg.train
+        self.best = Checkpoints(run.workdir / "best", keep=1) if t.eval_every > 0 else None
+
+    def _items(self, state):
+        return step_lib.items(self.graphdef, state)
+
+    def _validate(self, state, done: int, best_val: float) -> tuple[float, float]:
+        """Validation NLL of the EMA weights and a progress image; keeps the best."""
+        from experiments.evaluation import progress_samples, validation_nll
+
+        snapshot = self.run.replace(state=self._items(state)["weights"], step=done)
+        val = validation_nll(snapshot, self.run.cfg.train.n_eval_val, self.mesh)
+        progress_samples(snapshot, self.mesh)
+        if val < best_val:
+            best_val = val
+            self.best.save(done, {"weights": snapshot.state}, {"step": done, "val_nll": val})
+        return val, best_val
+
+    def go(self, state, start: int, best_val: float, progress: bool, step_timeout):
+        run, t, main = self.run, self.run.cfg.train, distributed.is_main()
+        sharding = distributed.batch_sharded(self.mesh)
+        bar = tqdm(
+            total=t.steps,
+            initial=start,
+            disable=not (progress and main),
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        watchdog, log = distributed.Watchdog(step_timeout, "scoresde train"), _Log(self.schedule)
+        path = run.workdir / "metrics.jsonl"
+        try:
+            with path.open("a") if main else contextlib.nullcontext() as out:
+                for step in range(start, t.steps):
+                    new_state, loss, grad_norm = self.step_fn(
+                        state, _batch(run, step, sharding), np.int32(step)
+                    )
+                    loss = float(loss)  # replicated: every process sees the same value
+                    if not math.isfinite(loss):
+                        raise _diverged(loss, step, self.ckpts, run.workdir, t)
+                    state, done = new_state, step + 1
+                    watchdog.beat()
+                    log.add(loss, float(grad_norm))
+                    bar.update(1)
+                    if done % t.log_every == 0 or done == t.steps:
+                        record = log.record(done)
+                        if self.best is not None and (done % t.eval_every == 0 or done == t.steps):
+                            record["val_nll"], best_val = self._validate(state, done, best_val)
+                            watchdog.beat()
+                        if main:
+                            out.write(json.dumps(record) + "\n")
+                            out.flush()
+                        bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    if done % t.ckpt_every == 0 or done == t.steps:
+                        meta = {"step": done, "best_val_nll": best_val}
+                        self.ckpts.save(done, self._items(state), meta)
+                        watchdog.beat()
+        finally:
+            watchdog.stop()
+            bar.close()
+            if self.best is not None:
+                self.best.close()
+        return state, best_val

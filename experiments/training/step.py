@@ -1,0 +1,86 @@
+"""The training state and the jitted training step.
+
+The state is one nnx state of ``(model, optimizer, ema)``; :func:`init` builds it from
+a :class:`~experiments.run.Run`'s weights, :func:`items` splits it into what a
+checkpoint holds (``weights``: the network and its EMA copy; ``optimizer``) and
+:func:`join` puts them back. :func:`make_step` jits one optimiser step with the
+split/merge pattern: the graph is closed over, only the state crosses the boundary.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import networks
+from experiments import build, distributed
+from experiments.run import Run
+
+
+def init(run: Run, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, nnx.State]:
+    """``(graphdef, state)`` of ``(model, optimizer, ema)`` from the run's weights."""
+    model, ema = nnx.merge(run.graphdef, run.state)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    return nnx.split((model, optimizer, ema))
+
+
+def items(graphdef: nnx.GraphDef, state: nnx.State) -> dict[str, nnx.State]:
+    """What a checkpoint holds: ``weights`` (network and EMA, a :class:`Run`'s state)
+    and ``optimizer``. Works on abstract states too (``jax.ShapeDtypeStruct`` leaves)."""
+    model, optimizer, ema = nnx.merge(graphdef, state)
+    return {"weights": nnx.state((model, ema)), "optimizer": nnx.state(optimizer)}
+
+
+def join(graphdef: nnx.GraphDef, template: nnx.State, parts: dict[str, nnx.State]) -> nnx.State:
+    """The inverse of :func:`items`, shaped like ``template`` (which is not changed)."""
+    model, optimizer, ema = nnx.merge(graphdef, jax.tree.map(lambda x: x, template))
+    nnx.update((model, ema), parts["weights"])
+    nnx.update(optimizer, parts["optimizer"])
+    return nnx.state((model, optimizer, ema))
+
+
+def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: bool = False):
+    """``step(state, batch, step_index) -> (state, loss, grad_norm)``, jitted over
+    ``mesh``: ``batch`` (an array, or ``(x, labels)`` for a class-conditional run) split
+    along ``data``, the state on ``state_shardings``, loss and gradient norm
+    replicated. The loss is the config's (:data:`experiments.build.LOSSES`), its key
+    ``fold_in(key(train.seed), step_index)``. With ``donate`` the input state's buffers
+    are reused for the output (the caller must not touch the old state again)."""
+    cfg, forward, param = run.cfg, run.sde, run.param
+    loss_of = build.loss(cfg)
+    base_key = jax.random.key(cfg.train.seed)
+    null_class, p_uncond = cfg.model.num_classes, cfg.train.p_uncond
+    rep = distributed.replicated(mesh)
+
+    def loss_fn(model, batch, key):
+        score = networks.score_fn(model, forward, param)
+        if isinstance(batch, tuple):  # (x, labels): class-conditional
+            batch, labels = batch
+            # classifier-free guidance training: drop each label to the null class
+            # with probability p_uncond (Ho & Salimans 2022)
+            key, drop_key = jax.random.split(key)
+            drop = jax.random.bernoulli(drop_key, p_uncond, labels.shape)
+            labels = jnp.where(drop, null_class, labels)
+            conditional = score
+
+            def score(x, t):
+                return conditional(x, t, labels)
+
+        return loss_of(score, forward, batch, key).mean()
+
+    def step(state, batch, step_index):
+        model, optimizer, ema = nnx.merge(graphdef, state)
+        key = jax.random.fold_in(base_key, step_index)
+        loss, grads = nnx.value_and_grad(loss_fn)(model, batch, key)
+        optimizer.update(model, grads)
+        ema.update(model)
+        return nnx.state((model, optimizer, ema)), loss, optax.tree.norm(grads)
+
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, distributed.batch_sharded(mesh), rep),
+        out_shardings=(state_shardings, rep, rep),
+        donate_argnums=(0,) if donate else (),
+    )
