@@ -1,5 +1,26 @@
 """Flax (NNX) score networks and the parametrisations that turn them into score
-functions. (Filled in by the training issue.)"""
+functions.
+
+* Backbones, each ``net(x, cond, labels=None)``: :class:`MLPScoreNet` (flat data),
+  :class:`SmallUNet`, :class:`NCSNpp` (score_sde's DDPM++ / NCSN++, with the published
+  CIFAR-10 configurations :func:`ddpmpp_cifar10`, :func:`ncsnpp_cifar10`,
+  :func:`ddpm_cifar10`); :class:`EDMPrecond` wraps any of them in EDM's
+  preconditioning.
+* Condition embeddings: :class:`GaussianFourierProjection` (its fixed
+  :class:`FourierFrequencies`) and :func:`sinusoidal_embedding`.
+* Parametrisations (what the output means): :class:`NoisePrediction`,
+  :class:`DirectScore`, :class:`EDMDenoiser`, and the exact bases added to any of them,
+  :class:`GaussianResidual` and :class:`HistogramResidual`.
+* Score functions for the samplers: :func:`score_fn` (live module) and
+  :class:`ScoreFunction` (a snapshot that never recompiles for new weights).
+* Helpers: :func:`count_params` (trainable scalars of a module) and
+  :func:`truncated_normal_stats` (the histogram base's per-bin moments).
+
+Example::
+
+    model = networks.MLPScoreNet(2, rngs=nnx.Rngs(0))
+    score = networks.score_fn(model, sde.VPSDE(), networks.NoisePrediction())
+"""
 
 from ._edm import EDMPrecond as EDMPrecond
 from ._embedding import FourierFrequencies as FourierFrequencies
@@ -7,9 +28,9 @@ from ._embedding import GaussianFourierProjection as GaussianFourierProjection
 from ._embedding import sinusoidal_embedding as sinusoidal_embedding
 from ._histogram import HistogramResidual as HistogramResidual
 from ._histogram import truncated_normal_stats as truncated_normal_stats
+from ._layers import count_params as count_params
 from ._mlp import MLPScoreNet as MLPScoreNet
 from ._ncsnpp import NCSNpp as NCSNpp
-from ._ncsnpp import count_params as count_params
 from ._ncsnpp import ddpm_cifar10 as ddpm_cifar10
 from ._ncsnpp import ddpmpp_cifar10 as ddpmpp_cifar10
 from ._ncsnpp import ncsnpp_cifar10 as ncsnpp_cifar10

@@ -11,6 +11,7 @@ Both map ``cond`` of shape ``[B]`` to ``[B, embed_dim]``:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -19,7 +20,7 @@ from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import check_choice, check_int, check_positive
-from ._init import lecun_uniform
+from ._layers import lecun_uniform
 
 EMBEDDINGS = ("fourier", "sinusoidal")
 
@@ -81,9 +82,9 @@ def sinusoidal_embedding(
     return emb
 
 
-def broadcast_cond(cond: ArrayLike, x: Array) -> Array:
-    """A scalar or ``[B]`` condition as ``[B]``, in ``x``'s dtype."""
-    cond = jnp.asarray(cond, dtype=x.dtype)
+def broadcast_cond(cond: ArrayLike, x: Array, dtype=None) -> Array:
+    """A scalar or ``[B]`` condition as ``[B]``, in ``dtype`` (default: ``x``'s)."""
+    cond = jnp.asarray(cond, dtype=x.dtype if dtype is None else dtype)
     if cond.ndim > 1 or (cond.ndim == 1 and cond.shape[0] != x.shape[0]):
         raise ValueError(
             f"cond must be a scalar or have shape [B]=[{x.shape[0]}], got shape {cond.shape}"
@@ -101,8 +102,16 @@ def _as_batch(cond: ArrayLike) -> Array:
 
 
 class ConditionEmbedding(nnx.Module):
-    """``cond [B] -> [B, out_dim]``: scale, embed (Fourier or sinusoidal), then a
-    two-layer SiLU MLP, as in DDPM's ``temb`` branch. Shared by the networks."""
+    """``cond [B] -> [B, out_dim]``: scale, embed (Fourier or sinusoidal, ``embed_dim``
+    features), then a two-layer SiLU MLP, as in DDPM's ``temb`` branch. Shared by the
+    networks.
+
+    ``cond_scale`` defaults to 1 for Fourier features and 1000 (DDPM's step scale for
+    ``cond = t``) for the sinusoidal embedding; ``fourier_scale`` is the std of the
+    random frequencies. ``rngs`` draws the frequencies; the two dense layers come from
+    ``linear(in_dim, out_dim)`` (default: ``nnx.Linear`` with LeCun-uniform kernels and
+    ``rngs``), which lets a network give them its own initialiser, dtypes and keys.
+    """
 
     def __init__(
         self,
@@ -111,6 +120,8 @@ class ConditionEmbedding(nnx.Module):
         out_dim: int,
         cond_scale: float | None,
         *,
+        fourier_scale: float = 16.0,
+        linear: Callable[[int, int], nnx.Linear] | None = None,
         rngs: nnx.Rngs,
     ):
         check_choice("embedding", embedding, EMBEDDINGS)
@@ -120,11 +131,16 @@ class ConditionEmbedding(nnx.Module):
         self.cond_scale = check_positive("cond_scale", cond_scale)
         self.embed_dim = embed_dim
         if embedding == "fourier":
-            self.fourier = GaussianFourierProjection(embed_dim, rngs=rngs)
+            self.fourier = GaussianFourierProjection(embed_dim, fourier_scale, rngs=rngs)
         else:
             self.fourier = None
-        self.dense0 = nnx.Linear(embed_dim, out_dim, kernel_init=lecun_uniform, rngs=rngs)
-        self.dense1 = nnx.Linear(out_dim, out_dim, kernel_init=lecun_uniform, rngs=rngs)
+        if linear is None:
+
+            def linear(i: int, o: int) -> nnx.Linear:
+                return nnx.Linear(i, o, kernel_init=lecun_uniform, rngs=rngs)
+
+        self.dense0 = linear(embed_dim, out_dim)
+        self.dense1 = linear(out_dim, out_dim)
 
     def __call__(self, cond: Float[Array, " B"]) -> Float[Array, "B F"]:
         c = self.cond_scale * _as_batch(cond)

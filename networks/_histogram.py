@@ -336,6 +336,3 @@ class HistogramResidual(AbstractParametrisation):
 
     def to_score(self, sde, x, t, out):
         return self.inner.to_score(sde, x, t, out) + self.base_score(sde, x, t)
-
-    def loss_weight(self, sde, t):
-        return self.inner.loss_weight(sde, t)

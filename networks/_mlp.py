@@ -7,7 +7,7 @@ from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_rate
 from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
-from ._init import lecun_uniform
+from ._layers import lecun_uniform
 
 
 class MLPScoreNet(nnx.Module):

@@ -50,24 +50,13 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_positive, check_rate
-from ._embedding import (
-    EMBEDDINGS,
-    GaussianFourierProjection,
-    LabelEmbedding,
-    _as_batch,
-    sinusoidal_embedding,
-)
-from ._init import ddpm_uniform, variance_scaling_uniform
+from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
+from ._layers import avg_pool2, ddpm_init, ddpm_uniform, nearest_up2, variance_scaling_uniform
 
 RESBLOCK_TYPES = ("biggan", "ddpm")
 PROGRESSIVE_INPUTS = ("none", "residual")
 UP_ATTENTION = ("level", "block")
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
-
-
-def _scaled_init(scale: float):
-    """DDPM's ``default_init(scale)``: fan-average uniform; exactly zero for scale 0."""
-    return nnx.initializers.zeros if scale == 0 else variance_scaling_uniform(scale, "fan_avg")
 
 
 def _num_groups(channels: int) -> int:
@@ -80,27 +69,6 @@ def _num_groups(channels: int) -> int:
             "that are multiples of 4 below 128 and of 32 from 128 on"
         )
     return groups
-
-
-def count_params(module: nnx.Module) -> int:
-    """Number of trainable scalars (``nnx.Param`` leaves) in ``module``; works on the
-    abstract module returned by ``nnx.eval_shape`` too. Fixed Fourier frequencies are
-    not counted. Example::
-
-        abstract = nnx.eval_shape(lambda: ddpmpp_cifar10(rngs=nnx.Rngs(0)))
-        count_params(abstract)  # 61_804_419
-    """
-    leaves = jax.tree.leaves(nnx.state(module, nnx.Param))
-    return sum(math.prod(leaf.shape) for leaf in leaves)
-
-
-def _avg_pool2(x: Array) -> Array:
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
-
-
-def _nearest_up2(x: Array) -> Array:
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 class _KeySource:
@@ -141,10 +109,15 @@ class _Layers:
         return nnx.GroupNorm(c, num_groups=_num_groups(c), epsilon=1e-6, **self.kw)
 
 
-class ResBlock(nnx.Module):
+class BigGANResBlock(nnx.Module):
     r"""BigGAN-style residual block with the condition added after the first
     convolution (see the module docstring); ``resample`` is ``None``, ``"down"`` (2x2
-    average) or ``"up"`` (nearest x2), applied to both branches. ``__call__(x, e)``."""
+    average) or ``"up"`` (nearest x2), applied to both branches. ``__call__(x, e)``.
+
+    Without resampling it has the layout of DDPM's block (the small U-Net's
+    ``DDPMResBlock``, plus ``skip_rescale`` and ``init_scale``); ``resblock_type="ddpm"``
+    uses it that way, with :class:`_ConvResample` between levels.
+    """
 
     def __init__(
         self,
@@ -165,15 +138,15 @@ class ResBlock(nnx.Module):
         self.emb = layers.dense(emb_dim, out_ch)
         self.norm1 = layers.norm(out_ch)
         self.dropout = nnx.Dropout(dropout, rngs=layers.rngs)
-        self.conv1 = layers.conv(out_ch, out_ch, init=_scaled_init(init_scale))
+        self.conv1 = layers.conv(out_ch, out_ch, init=ddpm_init(init_scale))
         needs_skip = in_ch != out_ch or resample is not None
         self.skip = layers.conv(in_ch, out_ch, k=1) if needs_skip else None
 
     def _resample(self, x: Array) -> Array:
         if self.resample == "down":
-            return _avg_pool2(x)
+            return avg_pool2(x)
         if self.resample == "up":
-            return _nearest_up2(x)
+            return nearest_up2(x)
         return x
 
     def __call__(self, x: Array, e: Array) -> Array:
@@ -203,7 +176,7 @@ class AttnBlock(nnx.Module):
         self.q = layers.dense(ch, ch, init=qkv_init)
         self.k = layers.dense(ch, ch, init=qkv_init)
         self.v = layers.dense(ch, ch, init=qkv_init)
-        self.out = layers.dense(ch, ch, init=_scaled_init(init_scale))
+        self.out = layers.dense(ch, ch, init=ddpm_init(init_scale))
 
     def __call__(self, x: Array) -> Array:
         b, hh, ww, c = x.shape
@@ -218,52 +191,14 @@ class AttnBlock(nnx.Module):
 
 class _ConvResample(nnx.Module):
     """DDPM's resampling: a stride-2 3x3 convolution (down) or nearest x2 then a 3x3
-    convolution (up). Takes ``(x, e)`` and ignores ``e``, like a :class:`ResBlock`."""
+    convolution (up). Takes ``(x, e)`` and ignores ``e``, like a :class:`BigGANResBlock`."""
 
     def __init__(self, ch: int, direction: str, layers: _Layers):
         self.up = direction == "up"
         self.conv = layers.conv(ch, ch, stride=1 if self.up else 2)
 
     def __call__(self, x: Array, e: Array) -> Array:
-        return self.conv(_nearest_up2(x) if self.up else x)
-
-
-class _Embedding(nnx.Module):
-    """``(cond [B], labels [B] | None) -> [B, 4 nf]``: Fourier or sinusoidal features,
-    a Dense-SiLU-Dense MLP, plus a label embedding when the net is class-conditional."""
-
-    def __init__(
-        self, embedding, nf, fourier_scale, cond_scale, num_classes, layers: _Layers, rngs
-    ):
-        self.cond_scale = cond_scale
-        if embedding == "fourier":
-            self.fourier = GaussianFourierProjection(2 * nf, fourier_scale, rngs=rngs)
-            in_dim = 2 * nf
-        else:
-            self.fourier = None
-            in_dim = nf
-        self.nf = nf
-        self.dense0 = layers.dense(in_dim, 4 * nf)
-        self.dense1 = layers.dense(4 * nf, 4 * nf)
-        self.num_classes = num_classes
-        if num_classes is None:
-            self.label = None
-        else:
-            self.label = LabelEmbedding(
-                num_classes,
-                4 * nf,
-                # variance 1 / (4 nf) per entry, as flax's default embedding init
-                embedding_init=variance_scaling_uniform(1.0, "fan_out"),
-                **layers.kw,
-            )
-
-    def __call__(self, cond: Array, labels: Array | None) -> Array:
-        c = self.cond_scale * _as_batch(cond).astype(jnp.float32)
-        feats = self.fourier(c) if self.fourier is not None else sinusoidal_embedding(c, self.nf)
-        e = self.dense1(nnx.silu(self.dense0(feats)))
-        if self.label is None:
-            return e
-        return e + self.label(labels, c.shape[0])
+        return self.conv(nearest_up2(x) if self.up else x)
 
 
 def _call_block(block, h, e):
@@ -377,9 +312,6 @@ class NCSNpp(nnx.Module):
             raise ValueError(
                 f"attn_resolutions must be among the level resolutions {resolutions}, got {bad}"
             )
-        if cond_scale is None:
-            cond_scale = 1.0 if embedding == "fourier" else 1000.0
-        check_positive("cond_scale", cond_scale)
         self.num_classes = num_classes
         self.remat = bool(remat)
         self.dtype = dtype
@@ -389,12 +321,31 @@ class NCSNpp(nnx.Module):
 
         L = _Layers(dtype, param_dtype, rngs)
         emb_dim = 4 * nf
-        self.embed = _Embedding(embedding, nf, fourier_scale, cond_scale, num_classes, L, rngs)
+        self.embed = ConditionEmbedding(
+            embedding,
+            2 * nf if embedding == "fourier" else nf,
+            emb_dim,
+            cond_scale,
+            fourier_scale=fourier_scale,
+            linear=L.dense,
+            rngs=rngs,
+        )
+        self.label = (
+            None
+            if num_classes is None
+            else LabelEmbedding(
+                num_classes,
+                emb_dim,
+                # variance 1 / (4 nf) per entry, as flax's default embedding init
+                embedding_init=variance_scaling_uniform(1.0, "fan_out"),
+                **L.kw,
+            )
+        )
         block_kw = dict(dropout=dropout, skip_rescale=skip_rescale, init_scale=init_scale)
         attn_kw = dict(skip_rescale=skip_rescale, init_scale=init_scale)
 
         def block(i, o, resample=None):
-            return ResBlock(i, o, emb_dim, L, resample=resample, **block_kw)
+            return BigGANResBlock(i, o, emb_dim, L, resample=resample, **block_kw)
 
         def resampler(ch, direction):
             if resblock_type == "biggan":
@@ -437,7 +388,7 @@ class NCSNpp(nnx.Module):
             nnx.List(up_sample),
         )
         self.norm_out = L.norm(ch)
-        self.conv_out = L.conv(ch, in_channels, init=_scaled_init(init_scale))
+        self.conv_out = L.conv(ch, in_channels, init=ddpm_init(init_scale))
 
     def _block(self, block, h, e):
         return _remat_block(block, h, e) if self.remat else block(h, e)
@@ -456,13 +407,10 @@ class NCSNpp(nnx.Module):
             )
         if labels is not None and self.num_classes is None:
             raise ValueError("labels were given to a network built with num_classes=None")
-        cond = jnp.asarray(cond, jnp.float32)  # float32 even for bf16 inputs
-        if cond.ndim > 1 or (cond.ndim == 1 and cond.shape[0] != x.shape[0]):
-            raise ValueError(
-                f"cond must be a scalar or have shape [B]=[{x.shape[0]}], got shape {cond.shape}"
-            )
-        cond = jnp.broadcast_to(cond, x.shape[:1])
-        e = self.embed(cond, labels)
+        cond = broadcast_cond(cond, x, jnp.float32)  # float32 even for bf16 inputs
+        e = self.embed(cond)
+        if self.label is not None:
+            e = e + self.label(labels, x.shape[0])
         n_levels, nrb = len(self.attn_levels), self.num_res_blocks
         res, attn, sample = iter(self.down_res), iter(self.down_attn), iter(self.down_sample)
         pyr_convs = iter(self.pyramid)

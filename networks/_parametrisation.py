@@ -12,10 +12,6 @@ parametrisation               network input     score
 :class:`EDMDenoiser`          ``(c_in x/a,``    :math:`(a D - x) / s^2`,
                               ``c_noise)``      :math:`D = c_\text{skip} x/a + c_\text{out} F`
 ============================  ================  =====================================
-
-Each also gives :meth:`~AbstractParametrisation.loss_weight`, the weight
-:math:`w(t)` for which :math:`w(t)\, \| s\, \nabla\log p_t(x_t) + z \|^2` is its own
-unit-scale regression loss (e.g. :math:`\|F - z\|^2` for noise prediction).
 """
 
 from __future__ import annotations
@@ -47,19 +43,14 @@ class AbstractParametrisation(eqx.Module):
     ) -> Float[Array, "B ..."]:
         r"""The score :math:`\nabla_x \log p_t(x)` from the network output ``out``."""
 
-    def loss_weight(self, sde: AbstractSDE, t: ArrayLike) -> Array:
-        r"""Weight :math:`w(t)` (shape of ``t``) such that
-        :math:`w(t) \| s(t) \nabla\log p_t(x_t) + z \|^2` is this parametrisation's
-        natural loss; 1 unless overridden (score_sde's ``s^2``-weighted loss)."""
-        return jnp.ones_like(jnp.asarray(t, dtype=jnp.float32))
-
 
 class NoisePrediction(AbstractParametrisation):
     r"""The network predicts the noise (DDPM's :math:`\epsilon`-prediction):
 
     .. math:: F(x_t, t) \approx z, \qquad \nabla \log p_t(x) = -F(x, t) / s(t).
 
-    Its loss :math:`\|F - z\|^2` is :math:`\|s \nabla\log p_t + z\|^2` (``w = 1``).
+    Its loss :math:`\|F - z\|^2` is :math:`\|s \nabla\log p_t + z\|^2`, denoising score
+    matching weighted by :math:`s^2`.
     """
 
     def inputs(self, sde, x, t):
@@ -168,11 +159,6 @@ class EDMDenoiser(AbstractParametrisation):
         )
         return score_tilde / expand_time(a, x)
 
-    def loss_weight(self, sde, t):
-        r""":math:`(\sigma^2 + \sigma_d^2)/\sigma_d^2`: makes the loss :math:`\|F - F^*\|^2`."""
-        sigma = self.sigma(sde, t)
-        return (sigma**2 + self.sigma_data**2) / self.sigma_data**2
-
 
 class GaussianResidual(AbstractParametrisation):
     r"""Any parametrisation, plus the exact score of isotropic Gaussian data: the
@@ -189,7 +175,7 @@ class GaussianResidual(AbstractParametrisation):
     data (``data.whiten=pca``, unit covariance) this is a Gaussian fit of the data plus a
     learned residual: on sklearn digits it is what takes a 3-layer MLP from worse than a
     single Gaussian to below the 40-component GMM baseline (README, digits). The
-    network input and loss weight are the inner parametrisation's. Example::
+    network input is the inner parametrisation's. Example::
 
         param = networks.GaussianResidual(networks.NoisePrediction(), data_std=1.0)
         score = networks.score_fn(model, sde.VPSDE(), param)
@@ -217,6 +203,3 @@ class GaussianResidual(AbstractParametrisation):
 
     def to_score(self, sde, x, t, out):
         return self.inner.to_score(sde, x, t, out) + self.gaussian_score(sde, x, t)
-
-    def loss_weight(self, sde, t):
-        return self.inner.loss_weight(sde, t)

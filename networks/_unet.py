@@ -8,10 +8,10 @@ from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_rate
 from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
-from ._init import ddpm_uniform as _init
+from ._layers import ddpm_uniform, nearest_up2
 
 
-class ResBlock(nnx.Module):
+class DDPMResBlock(nnx.Module):
     r"""DDPM's residual block with the condition added between the two convolutions:
 
     .. math::
@@ -23,13 +23,13 @@ class ResBlock(nnx.Module):
 
     def __init__(self, in_ch, out_ch, emb_dim, num_groups, dropout, *, rngs: nnx.Rngs):
         self.norm0 = nnx.GroupNorm(in_ch, num_groups=num_groups, rngs=rngs)
-        self.conv0 = nnx.Conv(in_ch, out_ch, (3, 3), kernel_init=_init, rngs=rngs)
-        self.emb = nnx.Linear(emb_dim, out_ch, kernel_init=_init, rngs=rngs)
+        self.conv0 = nnx.Conv(in_ch, out_ch, (3, 3), kernel_init=ddpm_uniform, rngs=rngs)
+        self.emb = nnx.Linear(emb_dim, out_ch, kernel_init=ddpm_uniform, rngs=rngs)
         self.norm1 = nnx.GroupNorm(out_ch, num_groups=num_groups, rngs=rngs)
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.conv1 = nnx.Conv(out_ch, out_ch, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs)
         self.skip = (
-            nnx.Conv(in_ch, out_ch, (1, 1), kernel_init=_init, rngs=rngs)
+            nnx.Conv(in_ch, out_ch, (1, 1), kernel_init=ddpm_uniform, rngs=rngs)
             if in_ch != out_ch
             else None
         )
@@ -113,10 +113,12 @@ class SmallUNet(nnx.Module):
                 num_classes, emb_dim, embedding_init=nnx.initializers.normal(1.0), rngs=rngs
             )
         )
-        self.conv_in = nnx.Conv(in_channels, channels[0], (3, 3), kernel_init=_init, rngs=rngs)
+        self.conv_in = nnx.Conv(
+            in_channels, channels[0], (3, 3), kernel_init=ddpm_uniform, rngs=rngs
+        )
 
         def block(i, o):
-            return ResBlock(i, o, emb_dim, num_groups, dropout, rngs=rngs)
+            return DDPMResBlock(i, o, emb_dim, num_groups, dropout, rngs=rngs)
 
         down, skips, ch = [], [channels[0]], channels[0]
         for level, c in enumerate(channels):
@@ -125,7 +127,9 @@ class SmallUNet(nnx.Module):
                 ch = c
                 skips.append(ch)
             if level < len(channels) - 1:
-                down.append(nnx.Conv(ch, ch, (3, 3), strides=2, kernel_init=_init, rngs=rngs))
+                down.append(
+                    nnx.Conv(ch, ch, (3, 3), strides=2, kernel_init=ddpm_uniform, rngs=rngs)
+                )
                 skips.append(ch)
         self.down = nnx.List(down)
         self.mid = nnx.List([block(ch, ch), block(ch, ch)])
@@ -136,7 +140,7 @@ class SmallUNet(nnx.Module):
                 up.append(block(ch + skips.pop(), c))
                 ch = c
             if level > 0:
-                up.append(nnx.Conv(ch, ch, (3, 3), kernel_init=_init, rngs=rngs))
+                up.append(nnx.Conv(ch, ch, (3, 3), kernel_init=ddpm_uniform, rngs=rngs))
         self.up = nnx.List(up)
         self.norm_out = nnx.GroupNorm(ch, num_groups=num_groups, rngs=rngs)
         self.conv_out = nnx.Conv(
@@ -167,13 +171,13 @@ class SmallUNet(nnx.Module):
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:
-            h = layer(h, e) if isinstance(layer, ResBlock) else layer(h)
+            h = layer(h, e) if isinstance(layer, DDPMResBlock) else layer(h)
             hs.append(h)
         for layer in self.mid:
             h = layer(h, e)
         for layer in self.up:
-            if isinstance(layer, ResBlock):
+            if isinstance(layer, DDPMResBlock):
                 h = layer(jnp.concatenate([h, hs.pop()], axis=-1), e)
             else:  # upsample: nearest neighbour x2, then a 3x3 convolution
-                h = layer(jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2))
+                h = layer(nearest_up2(h))
         return self.conv_out(nnx.silu(self.norm_out(h)))

@@ -15,7 +15,7 @@ from flax import nnx
 
 import networks
 import sde
-from networks._ncsnpp import AttnBlock, ResBlock, _Layers
+from networks._ncsnpp import AttnBlock, BigGANResBlock, _Layers  # blocks: no public names
 
 KEY = jax.random.key(0)
 TINY = dict(
@@ -115,7 +115,7 @@ def test_blocks_start_as_rescaled_skips():
     x = jax.random.normal(KEY, (2, 4, 4, 8))
     e = jax.random.normal(KEY, (2, 32))
     for rescale, factor in ((True, 1 / math.sqrt(2)), (False, 1.0)):
-        block = ResBlock(8, 8, 32, layers, skip_rescale=rescale, dropout=0.0)
+        block = BigGANResBlock(8, 8, 32, layers, skip_rescale=rescale, dropout=0.0)
         np.testing.assert_allclose(block(x, e), factor * x, rtol=1e-6)
         attn = AttnBlock(8, layers, skip_rescale=rescale)
         np.testing.assert_allclose(attn(x), factor * x, rtol=1e-6)

@@ -107,7 +107,7 @@ def test_unet_three_levels_non_square_shapes():
 @pytest.mark.parametrize("mode, fan", [("fan_in", 3 * 3 * 32), ("fan_avg", 3 * 3 * 48)])
 def test_initialiser_is_variance_scaling_uniform(mode, fan):
     """Kernels [kh, kw, in, out]: U(-L, L) with L = sqrt(3 / fan), fan as in jax/flax."""
-    from networks._init import variance_scaling_uniform
+    from networks._layers import variance_scaling_uniform  # private: no public name
 
     w = np.asarray(variance_scaling_uniform(1.0, mode)(jax.random.key(2), (3, 3, 32, 64)))
     assert w.shape == (3, 3, 32, 64)
@@ -290,18 +290,19 @@ def test_edm_coefficient_identities():
 
 
 @pytest.mark.parametrize("name", ["vp", "ve"])
-def test_loss_weights_give_unit_scale_losses(name):
-    """w(t) |s score + z|^2 is |F - z|^2 (noise prediction), |F + z|^2 (direct score)
-    and |F - F*|^2 (EDM), for any network output F."""
+def test_to_score_turns_dsm_into_each_regression_loss(name):
+    """w |s score + z|^2 is |F - z|^2 (noise prediction, w = 1), |F + z|^2 (direct
+    score, w = 1) and |F - F*|^2 (EDM, w = (sigma^2 + sigma_d^2) / sigma_d^2), for any
+    network output F."""
     s = SDES[name]
     k0, kz, kf = jax.random.split(jax.random.key(7), 3)
     x0, z, out = (jax.random.normal(k, (5, 2)) for k in (k0, kz, kf))
     x_t = s.perturb(x0, TS, z)
     a, std = (v[:, None] for v in s.marginal(TS))
 
-    def weighted(param):
+    def weighted(param, w=1.0):
         score = param.to_score(s, x_t, TS, out)
-        return param.loss_weight(s, TS) * jnp.sum((std * score + z) ** 2, -1)
+        return w * jnp.sum((std * score + z) ** 2, -1)
 
     np.testing.assert_allclose(
         weighted(networks.NoisePrediction()), jnp.sum((out - z) ** 2, -1), rtol=1e-4
@@ -310,9 +311,12 @@ def test_loss_weights_give_unit_scale_losses(name):
         weighted(networks.DirectScore()), jnp.sum((out + z) ** 2, -1), rtol=1e-4
     )
     edm = networks.EDMDenoiser(0.5)
+    sigma = (std / a)[:, 0]
     c_skip, c_out, _, _ = edm.coefficients(std / a)
     f_target = (x0 - c_skip * x_t / a) / c_out
-    np.testing.assert_allclose(weighted(edm), jnp.sum((out - f_target) ** 2, -1), rtol=1e-4)
+    np.testing.assert_allclose(
+        weighted(edm, (sigma**2 + 0.25) / 0.25), jnp.sum((out - f_target) ** 2, -1), rtol=1e-4
+    )
 
 
 # ---- ScoreFunction in a jitted sampler -----------------------------------------
