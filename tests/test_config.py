@@ -21,7 +21,7 @@ def test_named_config_loads_validates_and_round_trips(name, tmp_path):
     saved = json.loads(path.read_text())
     assert set(saved) == {f.name for f in dataclasses.fields(cfg)}
     assert saved["train"]["lr"] == cfg.train.lr
-    assert saved["model"]["channels"] == list(cfg.model.channels)
+    assert saved["model"]["unet"]["channels"] == list(cfg.model.unet.channels)
     assert config_lib.read(path) == cfg
 
 
@@ -40,16 +40,16 @@ def test_overrides_parse_by_field_type(tmp_path):
             "sde.beta_max=40",  # float given as an integer
             "sde.name=ve",  # str with choices
             "eval.solver=dopri5",  # free str
-            "model.channels=16,32",  # tuple of ints
-            " model.hidden = 64 ",  # whitespace around key and value
+            "model.unet.channels=16,32",  # tuple of ints
+            " model.hidden = 64 ",  # whitespace; the short key of the mlp's field
         ],
     )
     assert cfg.train.steps == 123 and type(cfg.train.steps) is int
     assert cfg.train.lr == 3e-4 and type(cfg.train.lr) is float
     assert cfg.sde.beta_max == 40.0 and type(cfg.sde.beta_max) is float
     assert cfg.sde.name == "ve" and cfg.eval.solver == "dopri5"
-    assert cfg.model.channels == (16, 32)
-    assert cfg.model.hidden == 64
+    assert cfg.model.unet.channels == (16, 32)
+    assert cfg.model.mlp.hidden == 64
     # untouched fields keep the named config's values
     default = config_lib.load("checkerboard")
     assert cfg.train.batch_size == default.train.batch_size
@@ -57,10 +57,10 @@ def test_overrides_parse_by_field_type(tmp_path):
     # the resolved config round-trips through JSON, tuples included
     config_lib.save(cfg, tmp_path / "c.json")
     back = config_lib.read(tmp_path / "c.json")
-    assert back == cfg and back.model.channels == (16, 32)
+    assert back == cfg and back.model.unet.channels == (16, 32)
     assert config_lib.differences(default, cfg) == [
-        "model.hidden",
-        "model.channels",
+        "model.mlp.hidden",
+        "model.unet.channels",
         "sde.name",
         "sde.beta_max",
         "train.steps",
@@ -71,7 +71,8 @@ def test_overrides_parse_by_field_type(tmp_path):
 
 @pytest.mark.parametrize("text", ["16,32", "(16, 32)", "[16,32]", "16, 32,"])
 def test_tuple_override_spellings(text):
-    assert config_lib.load("checkerboard", [f"model.channels={text}"]).model.channels == (16, 32)
+    cfg = config_lib.load("checkerboard", [f"model.unet.channels={text}"])
+    assert cfg.model.unet.channels == (16, 32)
 
 
 def test_later_override_wins_and_order_does_not_matter_for_validation():
@@ -87,19 +88,25 @@ def test_later_override_wins_and_order_does_not_matter_for_validation():
 
 
 def test_bool_values_parse():
-    # No Config field is a bool yet; the parser's bool branch is checked directly.
+    def flip(text):
+        return config_lib.apply_overrides(
+            config_lib.Config(), [f"data.random_flip={text}"]
+        ).data.random_flip
+
     for text in ("true", "True", "1", "yes"):
-        assert config_lib._parse("x.flag", text, bool) is True
+        assert flip(text) is True
     for text in ("false", "FALSE", "0", "no"):
-        assert config_lib._parse("x.flag", text, bool) is False
-    with pytest.raises(config_lib.ConfigError, match="x.flag expects a boolean.*'maybe'"):
-        config_lib._parse("x.flag", "maybe", bool)
+        assert flip(text) is False
+    with pytest.raises(config_lib.ConfigError, match="data.random_flip expects a boolean.*'maybe'"):
+        flip("maybe")
 
 
 def test_every_key_is_overridable():
     keys = config_lib.keys()
     assert len(keys) == len(set(keys))
-    assert {"train.lr", "model.channels", "eval.rtol", "data.name", "sde.beta_max"} <= set(keys)
+    assert {"train.lr", "model.unet.channels", "eval.rtol", "data.name", "sde.beta_max"} <= set(
+        keys
+    )
     for key in keys:  # a key given its own current value parses back to that value
         value = config_lib.get(config_lib.Config(), key)
         text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
@@ -109,7 +116,11 @@ def test_every_key_is_overridable():
 
 @pytest.mark.parametrize(
     "override, expected",
-    [("train.lrr=1e-3", "train.lr"), ("lr=1e-3", "train.lr"), ("modle.hidden=3", "model.hidden")],
+    [
+        ("train.lrr=1e-3", "train.lr"),
+        ("lr=1e-3", "train.lr"),
+        ("modle.mlp.hidden=3", "model.mlp.hidden"),
+    ],
 )
 def test_unknown_key_lists_closest_valid_keys(override, expected):
     key = override.split("=")[0]
@@ -136,7 +147,10 @@ def test_override_without_equals_sign():
         ("train.steps=abc", "train.steps expects an integer, got 'abc'"),
         ("train.steps=1.5", "train.steps expects an integer, got '1.5'"),
         ("train.lr=fast", "train.lr expects a number, got 'fast'"),
-        ("model.channels=16,x", "model.channels expects a comma-separated list of integers"),
+        (
+            "model.unet.channels=16,x",
+            "model.unet.channels expects a comma-separated list of integers",
+        ),
     ],
 )
 def test_wrong_type_names_key_and_expected_type(override, expected):
@@ -148,9 +162,9 @@ def test_wrong_type_names_key_and_expected_type(override, expected):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["sde.name=foo"], "sde.name must be one of vp, subvp, ve, edm; got 'foo'"),
-        (["model.architecture=cnn"], "model.architecture must be one of mlp, unet"),
-        (["eval.method=euler"], "eval.method must be one of ode, sde, pc"),
+        (["sde.name=foo"], "sde.name: unknown SDE 'foo'; choose one of edm, subvp, ve, vp"),
+        (["model.architecture=cnn"], "unknown architecture 'cnn'; choose one of ddpmpp, mlp"),
+        (["eval.method=euler"], "unknown sampling method 'euler'; choose one of edm, ode, pc"),
         (["train.lr=0"], "train.lr must be > 0, got 0.0"),
         (["train.steps=-5"], "train.steps must be > 0, got -5"),
         (["train.batch_size=0"], "train.batch_size must be > 0"),
