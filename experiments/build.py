@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -330,14 +331,19 @@ def source(cfg: Config) -> data_lib.DataSource:
 
 
 @contextlib.contextmanager
-def _at(key: str):
-    """Re-raise a ``ValueError`` from building ``key``'s object as a ConfigError naming it."""
+def _at(key: str, section=None):
+    """Re-raise a ``ValueError`` from building ``key``'s object as a ConfigError naming
+    it; the fields of the config ``section`` it was built from get their dotted names."""
     try:
         yield
     except ConfigError:
         raise
     except ValueError as err:
-        raise ConfigError(f"{key}: {err}") from None
+        text = str(err)
+        if section is not None:
+            names = "|".join(f.name for f in dataclasses.fields(section))
+            text = re.sub(rf"(?<![.\w])({names})\b", rf"{key}.\1", text)
+        raise ConfigError(f"{key}: {text}") from None
 
 
 NAMES: dict[str, tuple[Any, str]] = {  # dotted key: (the table it names, what it is)
@@ -370,7 +376,7 @@ def check(cfg: Config) -> None:
         if value not in table:
             with _at(key):
                 lookup(dict.fromkeys(table), value, what)
-    with _at("sde"):
+    with _at("sde", cfg.sde):
         forward = sde(cfg.sde)
     for key in ("train.eps", "eval.sample_eps", "eval.likelihood_eps"):
         if not 0 < get(cfg, key) < forward.T:

@@ -300,13 +300,21 @@ PASSTHROUGH = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scoresde",
         description="Score-based generative modelling with SDEs in JAX.",
         epilog="scoresde COMMAND --help shows a command's options.",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for add in (_train_parser, _sample_parser, _inpaint_parser, _likelihood_parser):
         add(sub)
     for command in sub.choices.values():
@@ -318,6 +326,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser().print_help()
+        return 0
+    commands = parser()._subparsers._group_actions[0].choices
+    if not argv[0].startswith("-") and argv[0] not in commands:
+        print(
+            f"scoresde: unknown command {argv[0]!r}; choose one of {', '.join(commands)}",
+            file=sys.stderr,
+        )
+        return 2
+    prog = "scoresde"
     try:
         if argv and argv[0] in PASSTHROUGH:
             prog = f"scoresde {argv[0]}"
@@ -330,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
+    except SystemExit as done:  # --help, or a usage error already printed
+        return done.code if isinstance(done.code, int) else 2
 
 
 if __name__ == "__main__":
