@@ -13,7 +13,7 @@ from flax import nnx
 
 import networks
 from experiments import config as config_lib
-from experiments import evaluate, train
+from experiments import evaluation, training
 from experiments.config import DataConfig
 from experiments.data import (
     DIGITS_LEVELS,
@@ -23,6 +23,7 @@ from experiments.data import (
     load_digits,
     make_source,
 )
+from experiments.run import Run
 
 SMALL = [
     "train.batch_size=32",
@@ -88,7 +89,7 @@ def test_gaussianized_standard_normal_is_exactly_the_pixel_histogram_model():
 def test_gaussianized_composes_with_whitening():
     """pca after Gaussianization: the log-Jacobians add (constant + per example)."""
     cfg = config_lib.load("digits", [*SMALL, "data.gaussianize=true", "model.num_classes=0"])
-    setup = train.Setup(cfg)
+    setup = Run.create(cfg)
     plain = gaussianized(flattened(make_source(DataConfig(name="digits"))))
     u = setup.source.test(0)[:8]
     v = plain.test(0)[:8]
@@ -138,8 +139,8 @@ def test_small_unet_labels_null_class_and_errors():
 # ---- training with label dropout -------------------------------------------------------
 
 
-def _label_rows(setup, state):
-    model, _, _ = nnx.merge(setup.graphdef, state)
+def _label_rows(run):
+    model, _ = nnx.merge(run.graphdef, run.state)
     return np.asarray(model.label.table.embedding[...])
 
 
@@ -150,11 +151,9 @@ def test_label_dropout_trains_only_the_rows_it_uses(tmp_path, p_uncond):
     cfg = config_lib.load(
         "digits", [*SMALL, "train.steps=3", "train.ckpt_every=3", f"train.p_uncond={p_uncond}"]
     )
-    setup = train.Setup(cfg)
-    before = _label_rows(setup, setup.state)
-    train.train(cfg, tmp_path / "run", progress=False)
-    _, state, _ = train.load_state(tmp_path / "run")
-    after = _label_rows(setup, state)
+    before = _label_rows(Run.create(cfg))
+    training.train(cfg, tmp_path / "run", progress=False)
+    after = _label_rows(Run.restore(tmp_path / "run"))
     moved = ~np.all(np.isclose(before, after, rtol=0, atol=1e-7), axis=1)
     if p_uncond == 1.0:
         np.testing.assert_array_equal(moved, [False] * 10 + [True])
@@ -164,9 +163,9 @@ def test_label_dropout_trains_only_the_rows_it_uses(tmp_path, p_uncond):
 
 def test_class_conditional_sampling_and_errors(tmp_path):
     cfg = config_lib.load("digits", [*SMALL, "train.steps=2", "train.ckpt_every=2"])
-    train.train(cfg, tmp_path / "cond", progress=False)
-    info = evaluate.sample(
-        tmp_path / "cond", n=20, steps=3, method="sde", labels="all", guidance=2.0, progress=False
+    run, _ = training.train(cfg, tmp_path / "cond", progress=False)
+    info = evaluation.sample(
+        run, n=20, steps=3, method="sde", labels="all", guidance=2.0, progress=False
     )
     saved = np.load(tmp_path / "cond" / "samples.npz")
     np.testing.assert_array_equal(saved["labels"], np.repeat(np.arange(10), 2))
@@ -175,26 +174,26 @@ def test_class_conditional_sampling_and_errors(tmp_path):
     # and their class accuracy is the classifier's own test accuracy
     test = make_source(DataConfig(name="digits"))
     np.savez(tmp_path / "cond" / "samples.npz", samples=test.test(0), labels=test.test_labels)
-    m = evaluate.sample_quality(tmp_path / "cond", progress=False)
+    m = evaluation.sample_quality(run, progress=False)
     assert m["fid"] < 1e-6 and m["precision"] == m["recall"] == 1.0
     assert m["accuracy"] == m["reference_accuracy"] > 0.9
     assert (tmp_path / "cond" / "classifier.npz").exists()
     with pytest.raises(ValueError, match=r"class must lie in \[0, 9\]"):
-        evaluate.sample(tmp_path / "cond", n=4, steps=2, labels=10, progress=False)
+        evaluation.sample(run, n=4, steps=2, labels=10, progress=False)
     with pytest.raises(ValueError, match="n divisible by 10"):
-        evaluate.sample(tmp_path / "cond", n=15, steps=2, labels="all", progress=False)
+        evaluation.sample(run, n=15, steps=2, labels="all", progress=False)
     with pytest.raises(ValueError, match="guidance needs a class"):
-        evaluate.sample(tmp_path / "cond", n=4, steps=2, guidance=1.0, progress=False)
+        evaluation.sample(run, n=4, steps=2, guidance=1.0, progress=False)
     plain = config_lib.load(
         "digits", [*SMALL, "model.num_classes=0", "train.steps=1", "train.ckpt_every=1"]
     )
-    train.train(plain, tmp_path / "plain", progress=False)
+    run, _ = training.train(plain, tmp_path / "plain", progress=False)
     with pytest.raises(ValueError, match="class-conditional run"):
-        evaluate.sample(tmp_path / "plain", n=4, steps=2, labels=3, progress=False)
+        evaluation.sample(run, n=4, steps=2, labels=3, progress=False)
 
 
 def test_num_classes_must_match_the_data():
     with pytest.raises(config_lib.ConfigError, match="has no class labels"):
-        train.Setup(config_lib.load("checkerboard", ["model.num_classes=10"]))
+        Run.create(config_lib.load("checkerboard", ["model.num_classes=10"]))
     with pytest.raises(config_lib.ConfigError, match="train.p_uncond must lie in"):
         config_lib.load("digits", ["train.p_uncond=1.5"])

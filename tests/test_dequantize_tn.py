@@ -432,7 +432,7 @@ def test_likelihood_command_with_truncated_normal_noise(tmp_path):
     """eval.dequantization=truncated_normal runs end to end on an image model of raw
     pixels, and refuses runs whose model sees transformed pixels."""
     from experiments import config as config_lib
-    from experiments import evaluate, train
+    from experiments import evaluation, training
 
     small = [
         "train.steps=2",
@@ -450,13 +450,13 @@ def test_likelihood_command_with_truncated_normal_noise(tmp_path):
     ]
     raw = ["data.whiten=none", "model.gaussian_base=false"]
     cfg = config_lib.load("digits", [*small, *raw, "eval.dequantization=truncated_normal"])
-    train.train(cfg, tmp_path / "raw", progress=False)
-    out = evaluate.likelihood(tmp_path / "raw", n=16, progress=False)
+    run, _ = training.train(cfg, tmp_path / "raw", progress=False)
+    out = evaluation.likelihood(run, n=16, progress=False)
     assert np.isfinite(out["bits_per_dim"]) and out["dequantization"].startswith("truncated")
     white = config_lib.load("digits", [*small, "eval.dequantization=truncated_normal"])
-    train.train(white, tmp_path / "white", progress=False)
+    run, _ = training.train(white, tmp_path / "white", progress=False)
     with pytest.raises(ValueError, match="needs a model of the images themselves"):
-        evaluate.likelihood(tmp_path / "white", n=16, progress=False)
+        evaluation.likelihood(run, n=16, progress=False)
 
 
 def test_training_batches_on_bin_centres():

@@ -71,7 +71,7 @@ def _free_port() -> int:
 def _state_leaves(state) -> dict[str, np.ndarray]:
     import jax
 
-    from experiments import checkpoint
+    from experiments.training import checkpoint
 
     flat = jax.tree_util.tree_leaves_with_path(checkpoint.to_saveable(state))
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
@@ -182,11 +182,10 @@ def test_initialize_stays_single_process_without_a_cluster(monkeypatch):
 
 
 def test_cli_refuses_partial_distributed_flags(capsys):
-    from experiments import commands
+    from experiments import cli
 
-    with pytest.raises(SystemExit) as err:
-        commands.train(["--config", "checkerboard", "--workdir", "w", "--num-processes", "2"])
-    assert err.value.code == 2
+    argv = ["train", "--config", "checkerboard", "--workdir", "w", "--num-processes", "2"]
+    assert cli.main(argv) == 2
     assert "missing: coordinator_address, process_id" in capsys.readouterr().err
 
 
@@ -229,17 +228,19 @@ def worker_forced(out: pathlib.Path) -> None:
     import jax.numpy as jnp
 
     import samplers
+    from experiments import build, distributed, training
     from experiments import config as config_lib
-    from experiments import distributed, train
+    from experiments.run import Run
 
     mesh = distributed.mesh()
     facts = {"devices": jax.device_count()}
     for tag, extra in (("replicated", []), ("fsdp", ["train.fsdp=true"])):
         cfg = config_lib.load("checkerboard", [*OVERRIDES, *extra])
-        train.train(cfg, out / tag, progress=False)
-        setup, state, _ = train.load_state(out / tag, prefer_best=False)
-        np.savez(out / f"{tag}_state.npz", **_state_leaves(state))
-        placed = setup.placed_state(mesh)
+        training.train(cfg, out / tag, progress=False)
+        run = Run.restore(out / tag, prefer_best=False)
+        np.savez(out / f"{tag}_state.npz", **_state_leaves(run.state))
+        _, state = training.init(run, build.optimizer(cfg.train)[0])  # the training state
+        placed = distributed.put(state, distributed.state_shardings(state, mesh, cfg.train.fsdp))
         facts[f"{tag}_split_leaves"] = sum(
             1
             for x in jax.tree.leaves(placed)
@@ -286,14 +287,15 @@ def reference(tmp_path_factory):
     import jax
 
     from experiments import config as config_lib
-    from experiments import distributed, train
+    from experiments import distributed, training
+    from experiments.run import Run
 
     workdir = tmp_path_factory.mktemp("single") / "run"
     cfg = config_lib.load("checkerboard", OVERRIDES)
     one = distributed.mesh(jax.devices()[:1])
-    train.train(cfg, workdir, progress=False, mesh=one)
-    _, state, _ = train.load_state(workdir, prefer_best=False, mesh=one)
-    return {"metrics": _metrics(workdir), "state": _state_leaves(state)}
+    training.train(cfg, workdir, progress=False, mesh=one)
+    run = Run.restore(workdir, prefer_best=False, mesh=one)
+    return {"metrics": _metrics(workdir), "state": _state_leaves(run.state)}
 
 
 @pytest.fixture(scope="module")
@@ -501,7 +503,8 @@ def test_survivor_exits_with_clear_error_when_a_process_dies(two_processes):
 
 def test_two_processes_resume_after_kill_to_the_single_process_state(two_processes, reference):
     from experiments import config as config_lib
-    from experiments import distributed, train
+    from experiments import distributed
+    from experiments.run import Run
 
     info = two_processes
     assert info["on_disk"] and info["on_disk"][-1] < STEPS, info["on_disk"]  # killed mid-run
@@ -515,9 +518,9 @@ def test_two_processes_resume_after_kill_to_the_single_process_state(two_process
     import jax
 
     one = distributed.mesh(jax.devices()[:1])  # restored onto another topology
-    _, state, step = train.load_state(workdir, prefer_best=False, mesh=one)
-    assert step == STEPS
-    _assert_same_state(_state_leaves(state), reference["state"])
+    run = Run.restore(workdir, prefer_best=False, mesh=one)
+    assert run.step == STEPS
+    _assert_same_state(_state_leaves(run.state), reference["state"])
 
 
 def test_per_sample_adaptive_likelihood_across_two_processes(tmp_path, unsharded_likelihood):

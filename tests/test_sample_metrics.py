@@ -1,4 +1,4 @@
-"""Checks of experiments.sample_metrics against closed forms, brute force and known
+"""Checks of experiments.evaluation.image_metrics against closed forms, brute force and known
 answers (identical sets, disjoint sets, half the modes)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from experiments import sample_metrics as sm
+from experiments.evaluation import image_metrics as sm
 
 # --------------------------------------------------------------------------- Fréchet
 
