@@ -117,10 +117,15 @@ SAMPLERS: dict[str, Method] = {
     "edm": Method(
         samplers.sample_edm,
         solver=None,
-        options=lambda e: dict(
-            s_churn=e.s_churn, s_tmin=e.s_tmin, s_tmax=e.s_tmax, s_noise=e.s_noise
+        options=lambda eval_cfg: dict(
+            s_churn=eval_cfg.s_churn,
+            s_tmin=eval_cfg.s_tmin,
+            s_tmax=eval_cfg.s_tmax,
+            s_noise=eval_cfg.s_noise,
         ),
-        label=lambda e: "edm heun" + (f", churn {e.s_churn:g}" if e.s_churn else ""),
+        label=lambda eval_cfg: (
+            "edm heun" + (f", churn {eval_cfg.s_churn:g}" if eval_cfg.s_churn else "")
+        ),
     ),
 }
 

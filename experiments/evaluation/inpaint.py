@@ -86,7 +86,7 @@ def inpaint(
     """Fill the hidden pixels of ``n`` test images (``fills`` samples each) with the
     replacement method, reverse SDE with ``solver`` (default Euler-Maruyama), optional
     Langevin corrector steps and RePaint-style ``resample`` passes."""
-    src, e = run.source, run.cfg.eval
+    src, eval_cfg = run.source, run.cfg.eval
     m = _check(run, mask, seed)
     images = np.asarray(src.test(run.cfg.train.seed))[:n]
     known = np.repeat(images, fills, axis=0)  # [n * fills, *shape]
@@ -99,8 +99,8 @@ def inpaint(
         mask=flat_mask,
         key=jax.random.key(seed),
         solver=build.solver(solver or "euler"),
-        steps=steps or e.steps,
-        eps=e.sample_eps,
+        steps=steps or eval_cfg.steps,
+        eps=eval_cfg.sample_eps,
         corrector_steps=corrector_steps,
         snr=snr,
         resample=resample,

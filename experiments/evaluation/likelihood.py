@@ -34,15 +34,15 @@ def _dequantizer(run: Run):
     expressed like a uniform-noise log-density (plus :math:`-D \log w`), so that nats and
     bits/dim are computed one way for both. ``None`` for uniform noise (the data as is,
     with the ODE started at ``eps`` from it) and for data that are not images."""
-    e, src = run.cfg.eval, run.source
-    if e.dequantization == "uniform" or not src.discrete:
+    eval_cfg, src = run.cfg.eval, run.source
+    if eval_cfg.dequantization == "uniform" or not src.discrete:
         return None
     if src.to_data is not None or src.log_det_fn is not None or src.log_det:
         raise ValueError(
             "eval.dequantization=truncated_normal needs a model of the images themselves; "
             "this run maps them first (data.whiten / data.gaussianize)"
         )
-    eps, levels, data_range = e.likelihood_eps, src.n_levels, src.data_range
+    eps, levels, data_range = eval_cfg.likelihood_eps, src.n_levels, src.data_range
     sigma = data_lib.truncated_normal_sigma(run.sde, eps)
     uniform = data_lib.uniform_log_q(src.dim, levels, data_range)
 
@@ -79,15 +79,15 @@ def _score(run: Run, split: str, solver, rtol, atol, n, progress):
     """Per-example log-densities of the model (with the fixed maps' and the
     dequantisation's corrections), of the base alone where there is one, and the NFE
     of each batch."""
-    e, mesh = run.cfg.eval, distributed.mesh()
+    eval_cfg, mesh = run.cfg.eval, distributed.mesh()
     score_fn = distributed.batch_sharded_score(run.score_function(), mesh)
     dequantize, base_logp = _dequantizer(run), _base_log_density(run)
     logps, corrections, base_logps, nfes = [], [], [], []
-    for r in range(e.dequant_repeats if run.source.discrete else 1):
+    for r in range(eval_cfg.dequant_repeats if run.source.discrete else 1):
         data = getattr(run.source, split)(run.cfg.train.seed + r)[:n]
-        batches = range(0, len(data), e.batch_size)
+        batches = range(0, len(data), eval_cfg.batch_size)
         for i in tqdm(batches, desc=f"likelihood {r + 1}", disable=not progress, unit="batch"):
-            chunk = data[i : i + e.batch_size]
+            chunk = data[i : i + eval_cfg.batch_size]
             correction = run.source.log_jacobian(chunk)
             if dequantize is not None:
                 chunk, extra = dequantize(chunk, np.random.default_rng([r, i, 5]))
@@ -101,9 +101,9 @@ def _score(run: Run, split: str, solver, rtol, atol, n, progress):
                 solver=solver,
                 rtol=rtol,
                 atol=atol,
-                eps=e.likelihood_eps,
-                divergence=e.divergence,
-                n_probes=e.n_probes,
+                eps=eval_cfg.likelihood_eps,
+                divergence=eval_cfg.divergence,
+                n_probes=eval_cfg.n_probes,
             )
             logps.append(distributed.to_host(logp)[:size].astype(np.float64))
             if base_logp is not None:
@@ -129,13 +129,13 @@ def _summary(run: Run, logp: np.ndarray, base: np.ndarray | None) -> dict:
     }
     if src.discrete:  # discrete levels: bits/dim of the dequantised data
         bpd = _bits_per_dim(run, logp)
-        e = run.cfg.eval
+        eval_cfg = run.cfg.eval
         out.update(
             bits_per_dim=float(bpd.mean()),
             bits_per_dim_stderr=_mean_stderr(bpd)[1],
             bits_per_dim_median=float(np.median(bpd)),
-            dequantization=f"{e.dequantization.replace('_', '-')}, "
-            f"{e.dequant_repeats} draw(s) per image",
+            dequantization=f"{eval_cfg.dequantization.replace('_', '-')}, "
+            f"{eval_cfg.dequant_repeats} draw(s) per image",
         )
     if base is not None:
         gain = (logp - base) / (src.dim * math.log(2))  # bits/dim the network adds
@@ -161,11 +161,11 @@ def likelihood(
 ) -> dict:
     """NLL of the ``split`` (nats per example, and bits/dim for images) under the EMA
     weights; writes likelihood.json in ``run.workdir``."""
-    e = run.cfg.eval
+    eval_cfg = run.cfg.eval
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    solver_name = solver or e.solver
-    rtol, atol = rtol or e.rtol, atol or e.atol
+    solver_name = solver or eval_cfg.solver
+    rtol, atol = rtol or eval_cfg.rtol, atol or eval_cfg.atol
     start = time.perf_counter()
     logp, base, nfes = _score(
         run,
@@ -173,7 +173,7 @@ def likelihood(
         build.solver(solver_name),
         rtol,
         atol,
-        n or e.n_likelihood or None,
+        n or eval_cfg.n_likelihood or None,
         progress and distributed.is_main(),
     )
     out = {"split": split, "checkpoint_step": run.step, **_summary(run, logp, base)}
@@ -182,11 +182,11 @@ def likelihood(
         "solver": solver_name,
         "rtol": rtol,
         "atol": atol,
-        "eps": e.likelihood_eps,
-        "divergence": e.divergence,
-        "n_probes": e.n_probes,
+        "eps": eval_cfg.likelihood_eps,
+        "divergence": eval_cfg.divergence,
+        "n_probes": eval_cfg.n_probes,
         "step_control": "batch-joint, worst-sample norm",
-        "batch_size": e.batch_size,
+        "batch_size": eval_cfg.batch_size,
         "whiten": run.cfg.data.whiten,
         "gaussianize": run.cfg.data.gaussianize,
     }
@@ -202,17 +202,17 @@ def validation_nll(run: Run, n: int, mesh=None) -> float:
     mesh = distributed.mesh() if mesh is None else mesh
     val = run.source.val(run.cfg.train.seed)[:n]
     x, n = distributed.shard_batch(val, mesh)
-    e, t = run.cfg.eval, run.cfg.train
+    eval_cfg, train_cfg = run.cfg.eval, run.cfg.train
     logp, _ = samplers.log_likelihood(
         score_fn=distributed.batch_sharded_score(run.score_function(), mesh),
         sde=run.sde,
         x=x,
         key=jax.random.key(0),
-        rtol=e.rtol,
-        atol=e.atol,
-        eps=e.likelihood_eps,
-        divergence=t.val_divergence,
-        n_probes=t.val_probes,
+        rtol=eval_cfg.rtol,
+        atol=eval_cfg.atol,
+        eps=eval_cfg.likelihood_eps,
+        divergence=train_cfg.val_divergence,
+        n_probes=train_cfg.val_probes,
     )
     logp = distributed.to_host(logp)[:n] + run.source.log_jacobian(val)
     return float(-np.mean(logp))

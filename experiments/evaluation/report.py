@@ -42,16 +42,16 @@ def _table(lik: dict, sample_info: dict) -> list[str]:
 
 def report(run: Run, train_info: dict, sample_info: dict, lik: dict) -> str:
     """Write report.md (and loss.png) in ``run.workdir``; returns the text."""
-    cfg, m, t = run.cfg, run.cfg.model, run.cfg.train
+    cfg, m, tc = run.cfg, run.cfg.model, run.cfg.train
     _loss_curve(run)
     resumed = train_info.get("resumed_from")
     lines = [
         f"# Run report: {cfg.data.name}",
         "",
         f"- model: {m.architecture} ({m.parametrisation} prediction), SDE {cfg.sde.name}, "
-        f"{t.steps} steps of batch {t.batch_size}, lr {t.lr} ({t.schedule}), "
-        f"EMA {t.ema_decay}, loss {t.loss}"
-        + (f" (weighting {t.weighting})" if t.loss == "dsm" else ""),
+        f"{tc.steps} steps of batch {tc.batch_size}, lr {tc.lr} ({tc.schedule}), "
+        f"EMA {tc.ema_decay}, loss {tc.loss}"
+        + (f" (weighting {tc.weighting})" if tc.loss == "dsm" else ""),
         f"- training time: {train_info.get('train_seconds', float('nan')):.0f} s"
         + (f" (resumed from step {resumed})" if resumed else ""),
         f"- evaluated checkpoint: step {lik['checkpoint_step']}",

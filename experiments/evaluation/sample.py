@@ -27,19 +27,19 @@ def sampler_kwargs(
 ) -> tuple[build.Method, dict, str]:
     """``(method, keywords, description)``: how :func:`sample` calls ``method``, with the
     steps and solver given or the config's; the same for every sampler."""
-    m, e = build.sampler(method), run.cfg.eval
-    kwargs = dict(sde=run.sde, eps=e.sample_eps, **m.options(e))
+    m, eval_cfg = build.sampler(method), run.cfg.eval
+    kwargs = dict(sde=run.sde, eps=eval_cfg.sample_eps, **m.options(eval_cfg))
     if m.solver is None:
         if solver is not None:
             raise ValueError(f"--method {method} takes steps of its own: drop --solver")
-        name = m.label(e)
+        name = m.label(eval_cfg)
     else:
-        name = solver or (e.solver if m.adaptive else m.solver)
+        name = solver or (eval_cfg.solver if m.adaptive else m.solver)
         kwargs["solver"] = build.solver(name)
     if steps is None and m.adaptive:
-        kwargs.update(rtol=e.rtol, atol=e.atol)
+        kwargs.update(rtol=eval_cfg.rtol, atol=eval_cfg.atol)
     else:
-        kwargs["steps"] = steps or e.steps
+        kwargs["steps"] = steps or eval_cfg.steps
     return m, kwargs, name
 
 
@@ -71,15 +71,15 @@ def requested_labels(run: Run, labels, n: int) -> np.ndarray | None:
 def draw(run: Run, method, kwargs: dict, n: int, seed: int, requested, guidance, progress):
     """``n`` samples in batches of ``eval.batch_size`` split over all devices; returns
     the samples (on the host, in the model's space) and the largest NFE of a batch."""
-    e, mesh, score = run.cfg.eval, distributed.mesh(), run.score_function()
+    eval_cfg, mesh, score = run.cfg.eval, distributed.mesh(), run.score_function()
     chunks, nfe, key = [], 0, jax.random.key(seed)
-    sizes = [min(e.batch_size, n - i) for i in range(0, n, e.batch_size)]
+    sizes = [min(eval_cfg.batch_size, n - i) for i in range(0, n, eval_cfg.batch_size)]
     bar = tqdm(sizes, desc="sampling", disable=not progress, unit="batch")
     for i, size in enumerate(bar):
         padded = distributed.padded_size(size, mesh)
         score_i = score
         if requested is not None:
-            chunk = requested[i * e.batch_size : i * e.batch_size + size]
+            chunk = requested[i * eval_cfg.batch_size : i * eval_cfg.batch_size + size]
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - size)])
             score_i = samplers.classifier_free_guidance(
                 score, chunk, run.cfg.model.num_classes, guidance=guidance
@@ -116,8 +116,8 @@ def sample(
     :math:`(1 + w) s(x | c) - w s(x)`; 0 = plain conditional); ``labels=None`` samples
     the unconditional (null-label) model.
     """
-    e = run.cfg.eval
-    method, n = method or e.method, n or e.n_samples
+    eval_cfg = run.cfg.eval
+    method, n = method or eval_cfg.method, n or eval_cfg.n_samples
     m, kwargs, solver_name = sampler_kwargs(run, method, solver, steps)
     requested = requested_labels(run, labels, n)
     if requested is None and guidance:

@@ -77,11 +77,13 @@ def _check_batch(cfg: config_lib.Config, mesh) -> None:
 
 def _batch(run: Run, step: int, sharding):
     """The global batch of ``step`` (with its labels for a class-conditional run)."""
-    t = run.cfg.train
-    x = distributed.global_batch(run.source.train_batch(t.seed, step, t.batch_size), sharding)
+    train_cfg = run.cfg.train
+    x = distributed.global_batch(
+        run.source.train_batch(train_cfg.seed, step, train_cfg.batch_size), sharding
+    )
     if not run.cfg.model.num_classes:
         return x
-    labels = run.source.train_labels(t.seed, step, t.batch_size).astype(np.int32)
+    labels = run.source.train_labels(train_cfg.seed, step, train_cfg.batch_size).astype(np.int32)
     return x, distributed.global_batch(labels, sharding)
 
 
@@ -108,12 +110,12 @@ class _Log:
         return out
 
 
-def _diverged(loss: float, step: int, ckpts: Checkpoints, workdir, t) -> TrainingDiverged:
+def _diverged(loss: float, step: int, ckpts: Checkpoints, workdir, train_cfg) -> TrainingDiverged:
     last = ckpts.steps()[-1] if ckpts.steps() else None
     return TrainingDiverged(
         f"loss is {loss} at step {step + 1}; training stopped. The last good "
         f"checkpoint (step {last}) is kept in {workdir / 'checkpoints'}. Try a "
-        f"lower train.lr (now {t.lr}) or train.grad_clip > 0 (now {t.grad_clip})."
+        f"lower train.lr (now {train_cfg.lr}) or train.grad_clip > 0 (now {train_cfg.grad_clip})."
     )
 
 
@@ -137,14 +139,14 @@ def train(
     """
     workdir = pathlib.Path(workdir)
     run = Run.create(run) if isinstance(run, config_lib.Config) else run
-    cfg, t = run.cfg, run.cfg.train
+    cfg, train_cfg = run.cfg, run.cfg.train
     mesh = distributed.mesh() if mesh is None else mesh
     _check_batch(cfg, mesh)
-    tx, schedule = build.optimizer(t)
+    tx, schedule = build.optimizer(train_cfg)
     graphdef, initial = step_lib.init(run, tx)
-    shardings = distributed.state_shardings(initial, mesh, fsdp=t.fsdp)
+    shardings = distributed.state_shardings(initial, mesh, fsdp=train_cfg.fsdp)
     prepare_workdir(cfg, workdir)
-    ckpts = Checkpoints(workdir / "checkpoints", keep=t.keep)
+    ckpts = Checkpoints(workdir / "checkpoints", keep=train_cfg.keep)
     restored = ckpts.restore_latest(step_lib.items(graphdef, abstract(initial, shardings)))
     if restored is None:
         state, start, best_val = distributed.put(initial, shardings), 0, math.inf
@@ -159,15 +161,15 @@ def train(
         state, best_val = loop.go(state, start, best_val, progress, step_timeout)
     finally:
         ckpts.close()
-    weights, step = step_lib.items(graphdef, state)["weights"], t.steps
-    if t.eval_every > 0:
+    weights, step = step_lib.items(graphdef, state)["weights"], train_cfg.steps
+    if train_cfg.eval_every > 0:
         best = Checkpoints(workdir / "best", keep=1)
         restored = best.restore_latest({"weights": abstract(weights, shardings_of(weights))})
         best.close()
         if restored is not None:
             weights, step = restored[0]["weights"], int(restored[1]["step"])
     info = {
-        "steps": t.steps,
+        "steps": train_cfg.steps,
         "resumed_from": start,
         "train_seconds": time.perf_counter() - started,
         "best_val_nll": best_val if math.isfinite(best_val) else None,
@@ -190,8 +192,8 @@ class _Loop:
         self.run, self.graphdef, self.mesh, self.ckpts = run, graphdef, mesh, ckpts
         self.step_fn = step_lib.make_step(run, graphdef, shardings, mesh, donate=True)
         self.schedule = schedule
-        t = run.cfg.train
-        self.best = Checkpoints(run.workdir / "best", keep=1) if t.eval_every > 0 else None
+        train_cfg = run.cfg.train
+        self.best = Checkpoints(run.workdir / "best", keep=1) if train_cfg.eval_every > 0 else None
 
     def _items(self, state):
         return step_lib.items(self.graphdef, state)
@@ -209,10 +211,10 @@ class _Loop:
         return val, best_val
 
     def go(self, state, start: int, best_val: float, progress: bool, step_timeout):
-        run, t, main = self.run, self.run.cfg.train, distributed.is_main()
+        run, train_cfg, main = self.run, self.run.cfg.train, distributed.is_main()
         sharding = distributed.batch_sharded(self.mesh)
         bar = tqdm(
-            total=t.steps,
+            total=train_cfg.steps,
             initial=start,
             disable=not (progress and main),
             unit="step",
@@ -223,27 +225,29 @@ class _Loop:
         path = run.workdir / "metrics.jsonl"
         try:
             with path.open("a") if main else contextlib.nullcontext() as out:
-                for step in range(start, t.steps):
+                for step in range(start, train_cfg.steps):
                     new_state, loss, grad_norm = self.step_fn(
                         state, _batch(run, step, sharding), np.int32(step)
                     )
                     loss = float(loss)  # replicated: every process sees the same value
                     if not math.isfinite(loss):
-                        raise _diverged(loss, step, self.ckpts, run.workdir, t)
+                        raise _diverged(loss, step, self.ckpts, run.workdir, train_cfg)
                     state, done = new_state, step + 1
                     watchdog.beat()
                     log.add(loss, float(grad_norm))
                     bar.update(1)
-                    if done % t.log_every == 0 or done == t.steps:
+                    if done % train_cfg.log_every == 0 or done == train_cfg.steps:
                         record = log.record(done)
-                        if self.best is not None and (done % t.eval_every == 0 or done == t.steps):
+                        if self.best is not None and (
+                            done % train_cfg.eval_every == 0 or done == train_cfg.steps
+                        ):
                             record["val_nll"], best_val = self._validate(state, done, best_val)
                             watchdog.beat()
                         if main:
                             out.write(json.dumps(record) + "\n")
                             out.flush()
                         bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    if done % t.ckpt_every == 0 or done == t.steps:
+                    if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps:
                         meta = {"step": done, "best_val_nll": best_val}
                         self.ckpts.save(done, self._items(state), meta)
                         watchdog.beat()
