@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared accelerator run for the images issue: environment, the DDPM++
-# benchmark (benchmarks/gpu_ddpmpp.py, JSON written after every part), then the U-Net
-# tests on the GPU. Results go to $OUT.
+# One prepared accelerator run: the environment, the DDPM++ benchmark through the real
+# training step (experiments/bench/gpu_ddpmpp.py, JSON written after every part), then
+# the DDPM++/NCSN++ network tests on the GPU. Results go to $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -11,7 +11,7 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1
   python -c "import jax, flax, diffrax; print('jax', jax.__version__, 'flax', flax.__version__, 'diffrax', diffrax.__version__, jax.devices())"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-timeout ${BENCH_TIMEOUT:-400} python benchmarks/gpu_ddpmpp.py "$OUT" > "$OUT/ddpmpp.log" 2>&1
+timeout ${BENCH_TIMEOUT:-400} python -m experiments.bench gpu_ddpmpp "$OUT" > "$OUT/ddpmpp.log" 2>&1
 echo "gpu_ddpmpp rc=$?"
 tail -5 "$OUT/ddpmpp.log"
 timeout ${TEST_TIMEOUT:-100} python -m pytest -q --tb=short -p no:cacheprovider tests/test_ncsnpp.py > "$OUT/pytest.txt" 2>&1

@@ -145,18 +145,10 @@ def oracle(argv: list[str]) -> int:
 
 
 def bench(argv: list[str]) -> int:
-    """``scoresde bench [core|train|solvers|scale] [options]`` (``core`` by default)."""
-    from experiments import bench as core
-    from experiments import bench_scale, bench_solvers, bench_train
+    """``scoresde bench [core|train|solvers|scale|gpu_ddpmpp] [options]`` (core by default)."""
+    from experiments import bench as benches
 
-    benches = {
-        "core": core.main,
-        "train": bench_train.main,
-        "solvers": bench_solvers.main,
-        "scale": bench_scale.main,
-    }
-    which, rest = (argv[0], argv[1:]) if argv and argv[0] in benches else ("core", argv)
-    return benches[which](rest) or 0
+    return benches.main(argv) or 0
 
 
 def experiment(argv: list[str]) -> int:
@@ -295,7 +287,7 @@ def _likelihood_parser(sub) -> None:
 # commands whose options their own modules parse: (function of the rest of argv, help)
 PASSTHROUGH = {
     "oracle": (oracle, "every sampler and the likelihood on an exact score"),
-    "bench": (bench, "benchmarks: core | train | solvers | scale (see BENCHMARKS.md)"),
+    "bench": (bench, "benchmarks: core | train | solvers | scale | gpu_ddpmpp (see BENCHMARKS.md)"),
     "experiment": (experiment, "reproducible studies: 'experiment vs-gan'"),
 }
 

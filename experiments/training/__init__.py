@@ -2,7 +2,9 @@
 validation and divergence stop (:mod:`.loop`), Orbax checkpoints (:mod:`.checkpoint`)."""
 
 from .checkpoint import Checkpoints as Checkpoints
+from .fit import fit as fit
 from .loop import TrainingDiverged as TrainingDiverged
+from .loop import global_batch as global_batch
 from .loop import prepare_workdir as prepare_workdir
 from .loop import train as train
 from .step import init as init

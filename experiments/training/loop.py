@@ -75,7 +75,7 @@ def _check_batch(cfg: config_lib.Config, mesh) -> None:
         )
 
 
-def _batch(run: Run, step: int, sharding):
+def global_batch(run: Run, step: int, sharding):
     """The global batch of ``step`` (with its labels for a class-conditional run)."""
     train_cfg = run.cfg.train
     x = distributed.global_batch(
@@ -227,7 +227,7 @@ class _Loop:
             with path.open("a") if main else contextlib.nullcontext() as out:
                 for step in range(start, train_cfg.steps):
                     new_state, loss, grad_norm = self.step_fn(
-                        state, _batch(run, step, sharding), np.int32(step)
+                        state, global_batch(run, step, sharding), np.int32(step)
                     )
                     loss = float(loss)  # replicated: every process sees the same value
                     if not math.isfinite(loss):

@@ -19,9 +19,9 @@ Three sections, printed in one process (``scoresde bench core``):
 
 Example::
 
-    from experiments.bench import main
-    main(["--quick"])                      # smoke run, < 90 s on 2 CPU cores
-    main(["--out", "results/core.json"])   # also writes results/core.md
+    from experiments.bench import core
+    core.main(["--quick"])                         # smoke run, < 90 s on 2 CPU cores
+    core.main(["--out", "benchmarks/core.json"])   # also writes benchmarks/core.md
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import diffrax
@@ -46,6 +46,9 @@ import numpy as np
 
 import samplers
 import sde as sde_lib
+from experiments import build
+from experiments.bench._timing import median_time, ratios, time_calls, timed
+from experiments.config import SDEConfig
 
 # --------------------------------------------------------------------------------------
 # Settings
@@ -142,49 +145,14 @@ def random_mixture(dim: int = 16, n_comp: int = 5, seed: int = 0) -> sde_lib.Gau
     return sde_lib.GaussianMixture(weights=weights, means=means, covariances=cov)
 
 
+LIKELIHOOD_SDES = {"VP": "vp", "subVP": "subvp", "VE": "ve"}  # row label: build.SDES name
+
+
 def likelihood_sdes() -> dict[str, sde_lib.AbstractSDE]:
-    """SDEs whose prior mismatch is negligible (DESIGN: beta_max=40, sigma_max=1000)."""
-    return {
-        "VP": sde_lib.VPSDE(beta_min=0.1, beta_max=40.0),
-        "subVP": sde_lib.SubVPSDE(beta_min=0.1, beta_max=40.0),
-        "VE": sde_lib.VESDE(sigma_min=0.01, sigma_max=1000.0),
-    }
-
-
-# --------------------------------------------------------------------------------------
-# Timing helpers
-# --------------------------------------------------------------------------------------
-
-
-def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
-    """``(seconds, result)`` of one call, waiting for every output array."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args, **kwargs))
-    return time.perf_counter() - start, out
-
-
-def calls_per_round(fn: Callable, key, min_round_s: float) -> int:
-    """How many calls make one timed measurement last at least ``min_round_s``, so
-    that a short burst of load from other processes is averaged out."""
-    once, _ = timed(fn, key)
-    return max(1, math.ceil(min_round_s / max(once, 1e-6)))
-
-
-def alternating_rounds(
-    fns: dict[str, Callable], keys: Sequence, min_round_s: float = 0.2
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, once per round, in turn (a, b, a, b, ...),
-    one key per round, so that slow drifts of a shared machine hit every variant
-    alike. Each measurement repeats the call until it lasts ``min_round_s``."""
-    reps = {name: calls_per_round(fn, keys[0], min_round_s) for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    for key in keys:
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(reps[name]):
-                jax.block_until_ready(fn(key))
-            times[name].append((time.perf_counter() - start) / reps[name])
-    return times
+    """VP, sub-VP (beta 0.1 to 40) and VE (sigma 0.01 to 1000), whose prior mismatch
+    ``KL(p_T || prior)`` is negligible next to the errors measured."""
+    c = SDEConfig(beta_min=0.1, beta_max=40.0, sigma_min=0.01, sigma_max=1000.0)
+    return {label: build.sde(replace(c, name=name)) for label, name in LIKELIHOOD_SDES.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -268,7 +236,7 @@ def diffrax_pf_ode(sde, shape, steps: int, eps: float) -> Callable:
             sde=sde,
             shape=shape,
             key=key,
-            solver=diffrax.Euler(),
+            solver=build.solver("euler"),
             steps=steps,
             eps=eps,
         )[0]
@@ -314,11 +282,12 @@ def overhead_row(kind: str, batch: int, mixture: str, settings: Settings) -> dic
     warm_key = jax.random.key(12345)
     compile_s = {name: timed(fn, warm_key)[0] for name, fn in fns.items()}
     check = agreement(kind, oracle, fns["diffrax"](warm_key), fns["scan"](warm_key), eps)
-    keys = [jax.random.key(i) for i in range(settings.repeats)]
-    times = alternating_rounds(fns, keys)
+    # one key per call; each round repeats the call until it lasts >= 0.2 s
+    keyed = {name: lambda i, fn=fn: fn(jax.random.key(i)) for name, fn in fns.items()}
+    times = time_calls(keyed, rounds=settings.repeats, calls=None, min_round_s=0.2)
     med_d, med_s = statistics.median(times["diffrax"]), statistics.median(times["scan"])
-    ratios = [a / b for a, b in zip(times["diffrax"], times["scan"], strict=True)]
-    ratio = statistics.median(ratios)
+    per_round = ratios(times, "diffrax", "scan")
+    ratio = statistics.median(per_round)
     is_probe = mixture != "ring8"
     return {
         "method": "reverse SDE, Euler-Maruyama" if kind == "sde" else "PF ODE, Euler",
@@ -328,8 +297,8 @@ def overhead_row(kind: str, batch: int, mixture: str, settings: Settings) -> dic
         "diffrax_s": med_d,
         "scan_s": med_s,
         "ratio": ratio,
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
+        "ratio_min": min(per_round),
+        "ratio_max": max(per_round),
         "overhead_us_per_step": 1e6 * (med_d - med_s) / steps,
         "first_call_diffrax_s": compile_s["diffrax"],
         "first_call_scan_s": compile_s["scan"],
@@ -460,7 +429,7 @@ def compile_row(name: str, call: Callable, count: list[int], repeats: int) -> di
     traced = count[0]
     second_s, _ = timed(call, jax.random.key(1))
     retraces = count[0] - traced
-    steady_s = statistics.median(timed(call, jax.random.key(2 + i))[0] for i in range(repeats))
+    steady_s = median_time(lambda i: call(jax.random.key(2 + i)), rounds=repeats, warmup=0)
     return {
         "function": name,
         "first_call_s": first_s,
@@ -481,7 +450,7 @@ def bench_compile(settings: Settings) -> list[dict]:
     x = oracle.sample(jax.random.key(3), settings.compile_batch - 1, t=LIKELIHOOD_EPS)
     calls = {
         "sample_ode (Tsit5, adaptive 1e-5)": lambda s, k: samplers.sample_ode(
-            score_fn=s, sde=vp, shape=shape, key=k, solver=diffrax.Tsit5()
+            score_fn=s, sde=vp, shape=shape, key=k, solver=build.solver("tsit5")
         ),
         "sample_sde (Euler, 1000 steps)": lambda s, k: samplers.sample_sde(
             score_fn=s, sde=vp, shape=shape, key=k, steps=1000

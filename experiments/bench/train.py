@@ -1,36 +1,42 @@
 """``scoresde bench train``: the project's jitted training step against a minimal
 hand-written JAX/Optax step for the same model and batch.
 
-The hand-written step is what one would write without the framework: the network as a
-pure function of its parameters, eps-prediction DSM with uniform t on the VP SDE, and
-``optax.adam``. The project's step adds gradient clipping, the EMA update and the
-gradient norm. Both are timed in alternating rounds; the ratio is the median of the
-per-round ratios.
+The project's step is :func:`experiments.training.make_step`, the one ``scoresde
+train`` runs (built by :func:`experiments.bench._step.training_step`). The hand-written
+step is what one would write without the framework: the network as a pure function of
+its parameters, eps-prediction DSM with uniform t on the VP SDE, and ``optax.adam``.
+The project's step adds gradient clipping, the learning-rate schedule, the EMA update
+and the gradient norm. Both are timed in alternating rounds on one fixed batch; the
+ratio is the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import time
+import statistics
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from experiments import config as config_lib
-from experiments.train import Setup
+from experiments import distributed
+from experiments.bench._step import training_step
+from experiments.bench._timing import ratios, threaded, time_calls
+from experiments.run import Run
 
 
-def hand_written_step(setup: Setup):
-    """A minimal eps-prediction DSM step with plain Optax (no framework code)."""
-    model = nnx.merge(setup.graphdef, setup.state)[0]
+def hand_written_step(run: Run):
+    """A minimal eps-prediction DSM step with plain Optax (no framework code), for the
+    run's network and VP hyper-parameters; ``(step, carry)`` with
+    ``step(carry, x0, i) -> (carry, loss)``."""
+    model = nnx.merge(run.graphdef, run.state)[0]
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    beta_min, beta_max = setup.cfg.sde.beta_min, setup.cfg.sde.beta_max
-    tx = optax.adam(setup.cfg.train.lr)
-    eps = setup.cfg.train.eps
+    beta_min, beta_max = run.cfg.sde.beta_min, run.cfg.sde.beta_max
+    tx = optax.adam(run.cfg.train.lr)
+    eps = run.cfg.train.eps
 
     def loss_fn(params, x0, key):
         kt, kz = jax.random.split(key)
@@ -53,38 +59,25 @@ def hand_written_step(setup: Setup):
     return step, (params, tx.init(params))
 
 
-def _time(fn, carry, batch, n):
-    start = time.perf_counter()
-    for i in range(n):
-        carry, *out = fn(carry, batch, jnp.int32(i))
-    jax.block_until_ready(out)
-    return carry, (time.perf_counter() - start) / n
-
-
 def run(config_name: str, overrides: list[str], rounds: int, steps_per_round: int) -> dict:
+    """Both steps on the same batch, 3 warm-up steps each, then ``rounds`` alternating
+    rounds of ``steps_per_round`` steps."""
     cfg = config_lib.load(config_name, overrides)
-    setup = Setup(cfg)
-    ours = setup.make_step()
-    ref, ref_carry = hand_written_step(setup)
-    batch = jnp.asarray(setup.source.train_batch(0, 0, cfg.train.batch_size))
-    state = setup.state
-    state, _ = _time(ours, state, batch, 3)  # compile and warm up
-    ref_carry, _ = _time(ref, ref_carry, batch, 3)
-    ratios, t_ours, t_ref = [], [], []
-    for _ in range(rounds):
-        state, a = _time(ours, state, batch, steps_per_round)
-        ref_carry, b = _time(ref, ref_carry, batch, steps_per_round)
-        t_ours.append(a)
-        t_ref.append(b)
-        ratios.append(a / b)
+    r = Run.create(cfg)
+    ours, state, batch = training_step(r, distributed.mesh())
+    ref, ref_carry = hand_written_step(r)
+    x0 = batch[0] if isinstance(batch, tuple) else batch
+    fns = {"ours": threaded(ours, state, batch), "ref": threaded(ref, ref_carry, x0)}
+    times = time_calls(fns, rounds=rounds, calls=steps_per_round, warmup=3, block_each=False)
+    per_round = ratios(times, "ours", "ref")
     return {
         "config": config_name,
         "batch_size": cfg.train.batch_size,
-        "ours_ms": 1e3 * float(np.median(t_ours)),
-        "hand_written_ms": 1e3 * float(np.median(t_ref)),
-        "ratio_median": float(np.median(ratios)),
-        "ratio_min": float(np.min(ratios)),
-        "ratio_max": float(np.max(ratios)),
+        "ours_ms": 1e3 * statistics.median(times["ours"]),
+        "hand_written_ms": 1e3 * statistics.median(times["ref"]),
+        "ratio_median": statistics.median(per_round),
+        "ratio_min": min(per_round),
+        "ratio_max": max(per_round),
         "rounds": rounds,
     }
 
@@ -96,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="steps per round")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.steps < 1:
+        p.error(f"--rounds and --steps must be >= 1, got {args.rounds} and {args.steps}")
     print(f"# Training-step benchmark ({platform.machine()}, {jax.devices()})")
     r = run(args.config, args.overrides, args.rounds, args.steps)
     print(

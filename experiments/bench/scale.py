@@ -1,8 +1,9 @@
 """``scoresde bench scale``: training throughput against the number of devices.
 
-The project's jitted training step (``Setup.make_step``) runs data-parallel over meshes
-of the first 1, 2, 4, ... devices, with the same global batch (strong scaling) or the
-same batch per device (``--per-device-batch``, weak scaling). Meshes are timed in
+The training step ``scoresde train`` runs (:func:`experiments.training.make_step`)
+runs data-parallel over meshes of the first 1, 2, 4, ... devices, with the same global
+batch (strong scaling) or the same batch per device (``--per-device-batch``, weak
+scaling). Meshes are timed in
 alternating rounds (the shared machines drift) and each time is the median over rounds.
 
 On a CPU-only machine the devices are forced host devices
@@ -19,21 +20,10 @@ import os
 import platform
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 _FLAG = "--xla_force_host_platform_device_count"
-
-
-def _time_step(step, state, batch, n: int):
-    import jax
-
-    start = time.perf_counter()
-    for i in range(n):
-        state, loss, _ = step(state, batch, np.int32(i))
-    jax.block_until_ready(loss)
-    return state, (time.perf_counter() - start) / n
 
 
 def run(
@@ -49,39 +39,32 @@ def run(
 
     from experiments import config as config_lib
     from experiments import distributed
-    from experiments.train import Setup
+    from experiments.bench._step import training_step
+    from experiments.bench._timing import threaded, time_calls
+    from experiments.run import Run
 
-    runs = {}
+    fns, batches = {}, {}
     for n in devices:
-        mesh = distributed.mesh(jax.devices()[:n])
         extra = [] if per_device_batch is None else [f"train.batch_size={per_device_batch * n}"]
         cfg = config_lib.load(config, [*overrides, *extra])
         if cfg.train.batch_size % n:
             raise ValueError(
                 f"the global batch {cfg.train.batch_size} is not divisible by {n} devices"
             )
-        setup = Setup(cfg)
-        step = setup.make_step(mesh, donate=True)
-        host = setup.source.train_batch(cfg.train.seed, 0, cfg.train.batch_size)
-        batch = distributed.global_batch(host, distributed.batch_sharded(mesh))
-        state, _ = _time_step(step, setup.placed_state(mesh), batch, 3)  # compile, warm up
-        runs[n] = {"cfg": cfg, "step": step, "state": state, "batch": batch, "times": []}
-    for _ in range(rounds):
-        for n in devices:
-            r = runs[n]
-            r["state"], seconds = _time_step(r["step"], r["state"], r["batch"], steps)
-            r["times"].append(seconds)
+        step, state, batch = training_step(Run.create(cfg), distributed.mesh(jax.devices()[:n]))
+        fns[n], batches[n] = threaded(step, state, batch), cfg.train.batch_size
+    # 3 warm-up steps per mesh (the first compiles), then alternating rounds
+    times = time_calls(fns, rounds=rounds, calls=steps, warmup=3, block_each=False)
     rows = []
     for n in devices:
-        b = runs[n]["cfg"].train.batch_size
-        ms = 1e3 * float(np.median(runs[n]["times"]))
+        b, ms = batches[n], 1e3 * float(np.median(times[n]))
         rows.append(
             {
                 "devices": n,
                 "global_batch": b,
                 "per_device_batch": b // n,
                 "step_ms": ms,
-                "spread_ms": 1e3 * (max(runs[n]["times"]) - min(runs[n]["times"])),
+                "spread_ms": 1e3 * (max(times[n]) - min(times[n])),
                 "examples_per_s": b / ms * 1e3,
             }
         )
@@ -145,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if jax.default_backend() == "cpu" and jax.device_count() < devices[-1]:
             # the flag must be set before JAX starts: run again in a fresh process
             env = dict(os.environ, XLA_FLAGS=f"{flags} {_FLAG}={devices[-1]}".strip())
-            command = [sys.executable, "-m", "experiments.bench_scale", *argv]
+            command = [sys.executable, "-m", "experiments.bench", "scale", *argv]
             return subprocess.call(command, env=env)
     import jax
 
@@ -171,7 +154,3 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

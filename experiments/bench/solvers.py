@@ -25,7 +25,7 @@ the trained model; there the truths are the trajectory from the same prior draw
 Output: a markdown table and ``solvers.png`` (error against NFE, one panel per grid),
 ``solvers.json`` with every row. Example::
 
-    scoresde bench solvers --out docs/bench_solvers          # ~10 min on 2 CPU cores
+    scoresde bench solvers --out benchmarks/solvers          # ~10 min on 2 CPU cores
     scoresde bench solvers --quick --out /tmp/solvers        # smoke run
     scoresde bench solvers --grids uniform tuned --solvers euler unipc --nfe 10 \
         --n 2000 --out /tmp/tuned                            # the tuned grid, ~4 min
@@ -45,14 +45,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import samplers
 import sde as sde_lib
-from experiments import metrics
+from experiments import build
+from experiments.evaluation import mixture_metrics as metrics
+from experiments.run import Run
 
 EPS = 1e-3
 GRIDS: dict[str, Callable] = {
@@ -87,43 +88,50 @@ def _tuned_grid(n: int):
 
 @dataclass(frozen=True)
 class SolverSpec:
-    """How to run one solver: which sampler, the solver object, evaluations per step."""
+    """How the benchmark runs one solver: ``name`` (its rows' label), the sampler it
+    goes through (``kind``: ``sample_ode``, ``sample_sde`` or ``sample_edm``), the
+    solver's name in :data:`experiments.build.SOLVERS`, and whether the sample is a
+    deterministic function of the prior draw (then ``traj_rmse`` is measured)."""
 
     name: str
     kind: str  # "ode" | "sde" | "edm"
-    make: Callable[[], object]
-    per_step: int
+    solver: str
     deterministic: bool = True
 
+    def make(self):
+        return build.solver(self.solver)
+
+    @property
+    def per_step(self) -> int:
+        """Score evaluations per step, as the solver reports them."""
+        return samplers.evaluations_per_step(self.make())[0]
+
     def steps_for(self, nfe: int) -> int:
-        if self.kind == "edm":  # Heun steps, the last one Euler: NFE = 2N - 1
+        if self.kind == "edm":  # Heun steps, then EDM's Euler step to sigma = 0: 2N - 1
             return max(1, (nfe + 1) // 2)
         return max(1, nfe // self.per_step)
 
 
+SOLVER_SPECS: tuple[SolverSpec, ...] = (
+    SolverSpec("euler", "ode", "euler"),
+    SolverSpec("heun", "ode", "heun"),
+    SolverSpec("ddim", "ode", "ddim"),
+    SolverSpec("dpmpp2m", "ode", "dpmpp2m"),
+    SolverSpec("dpmpp3m", "ode", "dpmpp3m"),
+    SolverSpec("dpmpp2s", "ode", "dpmpp2s"),
+    SolverSpec("unipc", "ode", "unipc"),
+    SolverSpec("edm_heun", "edm", "heun"),
+    SolverSpec("euler_maruyama", "sde", "euler", deterministic=False),
+    SolverSpec("sde_dpmpp2m", "sde", "sde_dpmpp2m", deterministic=False),
+)
+
+
 def solver_specs() -> list[SolverSpec]:
-    """Every solver the library offers for fixed-step sampling (those present)."""
-    specs = [
-        SolverSpec("euler", "ode", diffrax.Euler, 1),
-        SolverSpec("heun", "ode", diffrax.Heun, 2),
-        SolverSpec("ddim", "ode", samplers.DDIM, 1),
-        SolverSpec("dpmpp2m", "ode", samplers.DPMSolverPP2M, 1),
-        SolverSpec("dpmpp3m", "ode", samplers.DPMSolverPP3M, 1),
-    ]
-    optional = [
-        ("dpmpp2s", "ode", "DPMSolverPP2S", 2, True),
-        ("unipc", "ode", "UniPC", 1, True),
-        ("edm_heun", "edm", "sample_edm", 2, True),
-        ("euler_maruyama", "sde", None, 1, False),
-        ("sde_dpmpp2m", "sde", "SDEDPMSolverPP2M", 1, False),
-    ]
-    for name, kind, attr, per_step, det in optional:
-        if attr is None:
-            specs.append(SolverSpec(name, kind, diffrax.Euler, per_step, det))
-        elif hasattr(samplers, attr):
-            make = (lambda: None) if kind == "edm" else getattr(samplers, attr)
-            specs.append(SolverSpec(name, kind, make, per_step, det))
-    return specs
+    """Every fixed-step solver the benchmark runs, each built from
+    :data:`experiments.build.SOLVERS` (an unknown name there raises)."""
+    for spec in SOLVER_SPECS:
+        build.lookup(build.SOLVERS, spec.solver, "solver")
+    return list(SOLVER_SPECS)
 
 
 def oracle_problem(dim: int = 16, n_modes: int = 8, seed: int = 0):
@@ -148,15 +156,16 @@ def _grid_for(spec: SolverSpec, grid: str, forward, steps: int):
 
 def run_sampler(spec: SolverSpec, score_fn, forward, shape, key, ts):
     """``(x, nfe)`` for one solver on grid ``ts``."""
-    common = dict(score_fn=score_fn, sde=forward, shape=shape, key=key, ts=ts, eps=EPS)
+    common = dict(score_fn=score_fn, sde=forward, shape=shape, key=key, eps=EPS)
+    common["solver"] = spec.make()
     if spec.kind == "ode":
-        x, stats = samplers.sample_ode(**common, solver=spec.make())
+        x, stats = samplers.sample_ode(**common, ts=ts)
     elif spec.kind == "sde":
-        x, stats = samplers.sample_sde(**common, solver=spec.make())
-    elif ts is None:  # one EDM step: straight to sigma = 0
-        x, stats = samplers.sample_edm(**(common | {"ts": None, "steps": 1}))
-    else:
-        x, stats = samplers.sample_edm(**common)
+        x, stats = samplers.sample_sde(**common, ts=ts)
+    elif ts is None:  # one EDM step: Euler from sigma(T) straight to sigma = 0
+        x, stats = samplers.sample_edm(**common, steps=0, denoise=True)
+    else:  # Heun steps on ts, then EDM's Euler step to sigma = 0
+        x, stats = samplers.sample_edm(**common, ts=ts, denoise=True)
     return x, int(stats["nfe"])
 
 
@@ -166,7 +175,7 @@ def reference(score_fn, forward, shape, key, tol: float):
         sde=forward,
         shape=shape,
         key=key,
-        solver=diffrax.Tsit5(),
+        solver=build.solver("tsit5"),
         rtol=tol,
         atol=tol,
         eps=EPS,
@@ -238,18 +247,15 @@ def bench_oracle(specs, nfes, grids, n: int, seed: int, progress: bool = True) -
 
 def bench_trained(specs, nfes, grids, workdir, n: int, seed: int) -> list[dict]:
     """The same solvers on a trained model: trajectory error and MMD to test images."""
-    from experiments.train import load_state
-
-    setup, state, step = load_state(pathlib.Path(workdir))
-    score_fn = setup.score_function(state)
-    forward = setup.sde
-    test = np.asarray(setup.source.test(setup.cfg.train.seed), np.float64)
+    run = Run.restore(pathlib.Path(workdir))
+    score_fn, forward = run.score_function(), run.sde
+    test = np.asarray(run.source.test(run.cfg.train.seed), np.float64)
     test = test.reshape(test.shape[0], -1)
-    shape = (n, *setup.source.shape)
+    shape = (n, *run.source.shape)
     key = jax.random.key(seed)
     x_ref, ref_nfe = reference(score_fn, forward, shape, key, 1e-5)
     x_ref = np.asarray(x_ref, np.float64).reshape(n, -1)
-    name = f"{pathlib.Path(workdir).name}@{step}"
+    name = f"{pathlib.Path(workdir).name}@{run.step}"
     flat = lambda x: np.asarray(x, np.float64).reshape(n, -1)  # noqa: E731
     rows = [
         {"problem": name, "solver": "tsit5_1e-5", "grid": "adaptive", "budget": 0}
@@ -311,14 +317,7 @@ def summary(rows: list[dict], budgets=(10, 20), top: int = 4) -> str:
     """Euler (uniform grid) at 100 NFE and the exact-sample floor against the ``top``
     runs with the smallest trajectory error at each budget, every metric of each run."""
     oracle = [r for r in rows if r["problem"] == "oracle16"]
-    euler100 = next(
-        (
-            r
-            for r in oracle
-            if r["solver"] == "euler" and r["grid"] == "uniform" and r["budget"] == 100
-        ),
-        None,
-    )
+    euler100 = _euler100(oracle)
     floor = next((r for r in oracle if r["solver"] == "exact"), None)
     if euler100 is None or floor is None:
         return ""
@@ -343,9 +342,56 @@ def summary(rows: list[dict], budgets=(10, 20), top: int = 4) -> str:
     return "\n".join(out)
 
 
-def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> None:
-    import matplotlib
+def _euler100(rows: list[dict], problem: str = "oracle16") -> dict | None:
+    """The yardstick row: Euler on the uniform grid at 100 NFE."""
+    return next(
+        (
+            r
+            for r in rows
+            if r["problem"] == problem
+            and r["solver"] == "euler"
+            and r["grid"] == "uniform"
+            and r["budget"] == 100
+        ),
+        None,
+    )
+
+
+def _panel(ax, rows: list[dict], problem: str, metric: str, grid: str, colours: dict) -> None:
+    """One panel of :func:`plot`: ``|metric|`` against NFE for each solver on ``grid``,
+    with Euler-100 (dashed) and the exact-sample floor (dotted) as lines."""
     import matplotlib.ticker
+
+    for s, colour in colours.items():
+        pts = sorted(
+            (r["nfe"], abs(r[metric]))
+            for r in rows
+            if r["problem"] == problem
+            and r["solver"] == s
+            and r["grid"] == grid
+            and r["budget"] <= 50
+            and not math.isnan(r.get(metric, math.nan))
+            and r[metric] != 0
+        )
+        if pts:
+            ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=s, color=colour)
+    euler100 = _euler100(rows, problem)
+    floor = next((r for r in rows if r["solver"] == "exact" and r["problem"] == problem), None)
+    if euler100 is not None and not math.isnan(euler100.get(metric, math.nan)):
+        ax.axhline(abs(euler100[metric]), color="k", ls="--", lw=0.8, label="Euler 100")
+    if floor is not None and metric != "traj_rmse":
+        ax.axhline(abs(floor[metric]), color="grey", ls=":", lw=0.8, label="exact floor")
+    ax.set_title(f"{grid}", fontsize=9)
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(metric if metric != "mmd2" else "|mmd2|")
+    ax.set_xticks([5, 10, 20, 50])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> None:
+    """Error against NFE, one row of panels per metric, one column per grid."""
+    import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -358,44 +404,9 @@ def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> Non
     solvers = sorted({r["solver"] for r in rows if r["grid"] in grids})
     cmap = plt.get_cmap("tab20")
     colours = {name: cmap(i % 20) for i, name in enumerate(solvers)}
-    floor = next((r for r in rows if r["solver"] == "exact" and r["problem"] == problem), None)
-    euler100 = next(
-        (
-            r
-            for r in rows
-            if r["problem"] == problem
-            and r["solver"] == "euler"
-            and r["grid"] == "uniform"
-            and r["budget"] == 100
-        ),
-        None,
-    )
     for i, metric in enumerate(metrics_):
         for j, grid in enumerate(grids):
-            ax = axes[i][j]
-            for s in solvers:
-                pts = sorted(
-                    (r["nfe"], abs(r[metric]))
-                    for r in rows
-                    if r["problem"] == problem
-                    and r["solver"] == s
-                    and r["grid"] == grid
-                    and r["budget"] <= 50
-                    and not math.isnan(r.get(metric, math.nan))
-                    and r[metric] != 0
-                )
-                if pts:
-                    ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=s, color=colours[s])
-            if euler100 is not None and not math.isnan(euler100.get(metric, math.nan)):
-                ax.axhline(abs(euler100[metric]), color="k", ls="--", lw=0.8, label="Euler 100")
-            if floor is not None and metric != "traj_rmse":
-                ax.axhline(abs(floor[metric]), color="grey", ls=":", lw=0.8, label="exact floor")
-            ax.set_title(f"{grid}", fontsize=9)
-            ax.set_xlabel("NFE")
-            ax.set_ylabel(metric if metric != "mmd2" else "|mmd2|")
-            ax.set_xticks([5, 10, 20, 50])
-            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            _panel(axes[i][j], rows, problem, metric, grid, colours)
     handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -412,7 +423,7 @@ def report(rows: list[dict], meta: dict) -> str:
         f"# Solvers against NFE\n\n`scoresde bench solvers` ({meta['minutes']:.1f} min, "
         f"n = {meta['n']} samples per row on the oracle, seed {meta['seed']}, VP, "
         f"eps = {EPS}, jax {meta['jax']} on {meta['platform']}). Metrics: see the module "
-        f"docstring of `experiments/bench_solvers.py`; `traj_rmse` is the distance to the "
+        f"docstring of `experiments/bench/solvers.py`; `traj_rmse` is the distance to the "
         f"exact probability-flow solution from the same prior draw (deterministic "
         f"solvers only).\n\n"
         f"## The most accurate runs at 10 and 20 NFE against Euler at 100 NFE\n\n"
@@ -421,7 +432,7 @@ def report(rows: list[dict], meta: dict) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scoresde bench solvers", description=__doc__.split("\n\n")[0]
     )
@@ -443,6 +454,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replot", action="store_true", help="rewrite solvers.md/png from OUT/solvers.json"
     )
+    return parser
+
+
+def _write(out: pathlib.Path, rows: list[dict], meta: dict) -> None:
+    """``solvers.md`` (the report) and ``solvers.png`` (the plot) of ``rows`` in ``out``."""
+    (out / "solvers.md").write_text(report(rows, meta))
+    plot(rows, out / "solvers.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     for v in args.nfe:
         if v < 1:
@@ -460,14 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         args.n, args.nfe, args.n_trained = min(args.n, 500), [5, 10], min(args.n_trained, 64)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     if args.replot:
         saved = json.loads((out / "solvers.json").read_text())
-        rows, meta = saved["rows"], saved["meta"]
-        (out / "solvers.md").write_text(report(rows, meta))
-        plot(rows, out / "solvers.png")
-        print(summary(rows))
+        _write(out, saved["rows"], saved["meta"])
+        print(summary(saved["rows"]))
         return 0
+    started = time.perf_counter()
     rows = bench_oracle(specs, args.nfe, args.grids, args.n, args.seed)
     if args.workdir:
         trained_specs = [s for s in specs if s.kind != "edm"]
@@ -481,10 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         "jax": jax.__version__,
         "platform": jax.devices()[0].platform,
     }
-    (out / "solvers.md").write_text(report(rows, meta))
     (out / "solvers.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    plot(rows, out / "solvers.png")
-    head = summary(rows)
-    print(head)
+    _write(out, rows, meta)
+    print(summary(rows))
     print(f"wrote {out / 'solvers.md'}, solvers.json, solvers.png in {meta['minutes']:.1f} min")
     return 0

@@ -1,0 +1,123 @@
+"""The benchmarks: the timing helper, the ``scoresde bench`` table, and smoke runs of
+the solver, training-step and scaling benchmarks."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import bench, build
+from experiments.bench import _timing
+from experiments.bench import scale as bench_scale
+from experiments.bench import solvers as bench_solvers
+from experiments.bench import train as bench_train
+
+TINY = ["model.hidden=16", "model.depth=1", "train.batch_size=32"]
+
+
+def test_time_calls_alternates_rounds_and_counts_calls():
+    order = []
+
+    def fn(name):
+        def call(i):
+            order.append((name, i))
+            return jnp.zeros(())
+
+        return call
+
+    times = _timing.time_calls({"a": fn("a"), "b": fn("b")}, rounds=3, calls=2, warmup=1)
+    assert set(times) == {"a", "b"} and all(len(v) == 3 for v in times.values())
+    assert all(t >= 0 for v in times.values() for t in v)
+    # one warm-up call each, then rounds a a b b | a a b b | a a b b, indices running on
+    assert order[:2] == [("a", 0), ("b", 0)]
+    assert order[2:6] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert [i for name, i in order if name == "a"] == list(range(7))
+    assert len(_timing.ratios(times, "a", "b")) == 3
+
+
+def test_time_calls_fills_a_round_when_calls_is_none():
+    count = [0]
+
+    def call(i):
+        count[0] += 1
+        return np.zeros(())
+
+    _timing.time_calls({"f": call}, rounds=2, calls=None, min_round_s=1e-3)
+    assert count[0] > 3  # a nearly free call is repeated to fill each round
+
+
+def test_threaded_carries_the_state():
+    def step(state, x, i):
+        return state + x, state * 10
+
+    call = _timing.threaded(step, jnp.asarray(1.0), jnp.asarray(2.0))
+    assert [float(call(i)[0]) for i in range(3)] == [10.0, 30.0, 50.0]
+    assert _timing.median_time(call, rounds=2, calls=3, block_each=False) >= 0
+
+
+@pytest.mark.parametrize(
+    "options", [{"rounds": 0}, {"calls": 0}, {"warmup": -1}, {"calls": None, "warmup": 0}]
+)
+def test_time_calls_rejects_bad_counts(options):
+    with pytest.raises(ValueError, match="must be an integer"):
+        _timing.time_calls({"f": lambda i: None}, **options)
+
+
+def test_bench_table_and_help(capsys):
+    assert list(bench.BENCHES) == ["core", "train", "solvers", "scale", "gpu_ddpmpp"]
+    assert bench.main(["--help"]) == 0
+    assert "core|train|solvers|scale|gpu_ddpmpp" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # no bench named: core, which rejects the option
+        bench.main(["--no-such-option"])
+
+
+def test_solver_specs_come_from_the_build_table():
+    specs = bench_solvers.solver_specs()
+    assert all(s.solver in build.SOLVERS for s in specs)
+    per_step = {s.name: s.per_step for s in specs}
+    assert per_step["heun"] == per_step["dpmpp2s"] == 2 and per_step["unipc"] == 1
+
+
+def test_bench_solvers_smoke(tmp_path):
+    out = tmp_path / "b"
+    rc = bench.main(
+        ["solvers", "--quick", "--out", str(out), "--grids", "uniform"]
+        + ["--solvers", "euler", "ddim"]
+    )
+    assert rc == 0
+    saved = json.loads((out / "solvers.json").read_text())
+    rows = saved["rows"]
+    euler = {r["budget"]: r for r in rows if r["solver"] == "euler"}
+    assert sorted(euler) == [5, 10, 100] and all(r["nfe"] == r["budget"] for r in euler.values())
+    # Euler is first order: more steps, closer to the exact trajectory
+    assert euler[100]["traj_rmse"] < euler[10]["traj_rmse"] < euler[5]["traj_rmse"]
+    exact = next(r for r in rows if r["solver"] == "exact")
+    assert np.isnan(exact["traj_rmse"]) and 0 <= exact["mode_tv"] < 0.2
+    text = (out / "solvers.md").read_text()
+    assert "Euler, uniform grid, 100 steps" in text and (out / "solvers.png").exists()
+    assert bench_solvers.main(["--out", str(out), "--replot"]) == 0
+
+
+def test_bench_solvers_edm_heun_spends_2n_minus_1():
+    (spec,) = [s for s in bench_solvers.solver_specs() if s.name == "edm_heun"]
+    vp, oracle = bench_solvers.oracle_problem()
+    for budget in (1, 5):
+        steps = spec.steps_for(budget)
+        ts = bench_solvers._grid_for(spec, "karras", vp, steps)
+        key = jax.random.key(0)
+        _, nfe = bench_solvers.run_sampler(spec, oracle.score, vp, (8, 16), key, ts)
+        assert nfe == 2 * steps - 1
+
+
+def test_bench_train_smoke():
+    r = bench_train.run("checkerboard", TINY, rounds=1, steps_per_round=2)
+    assert r["batch_size"] == 32 and r["rounds"] == 1
+    assert r["ours_ms"] > 0 and r["hand_written_ms"] > 0 and r["ratio_min"] <= r["ratio_max"]
+
+
+def test_bench_scale_one_device_smoke():
+    (row,) = bench_scale.run("checkerboard", TINY, [1], rounds=1, steps=2, per_device_batch=None)
+    assert row["devices"] == 1 and row["global_batch"] == 32
+    assert row["speedup"] == row["efficiency"] == 1.0 and row["examples_per_s"] > 0
