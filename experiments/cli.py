@@ -22,6 +22,7 @@ import sys
 
 from experiments import config as config_lib
 from experiments import distributed, evaluation, training
+from experiments._parser import Parser
 from experiments.run import Run
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, training.TrainingDiverged)
@@ -139,7 +140,7 @@ def likelihood(args) -> int:
 
 
 def oracle(argv: list[str]) -> int:
-    from experiments import oracle as study
+    from experiments.studies import oracle as study
 
     return study.main(argv) or 0
 
@@ -152,7 +153,7 @@ def bench(argv: list[str]) -> int:
 
 
 def experiment(argv: list[str]) -> int:
-    from experiments import vs_gan
+    from experiments.studies import vs_gan
 
     return vs_gan.main(argv) or 0
 
@@ -292,21 +293,13 @@ PASSTHROUGH = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line on stderr and exit status 2 (no usage dump)."""
-
-    def error(self, message: str):
-        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="scoresde",
         description="Score-based generative modelling with SDEs in JAX.",
         epilog="scoresde COMMAND --help shows a command's options.",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for add in (_train_parser, _sample_parser, _inpaint_parser, _likelihood_parser):
         add(sub)
     for command in sub.choices.values():

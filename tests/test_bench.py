@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import bench, build
-from experiments.bench import _timing
+from experiments import timing as _timing
 from experiments.bench import scale as bench_scale
 from experiments.bench import solvers as bench_solvers
 from experiments.bench import train as bench_train

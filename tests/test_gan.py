@@ -1,16 +1,22 @@
-"""The GAN baseline and the vs-gan experiment: a run is a pure function of its seed, the
+"""The GAN baseline and the vs-gan study: a run is a pure function of its seed, the
 scanned training loop equals the plain step, a GAN moves towards a known data mean, the
-mode-coverage metric gives its closed-form values, and the experiment writes its report."""
+mode-coverage metric gives its closed-form values, the study writes its report, its
+results round-trip through results.json, and bad flags are refused with the value.
+Also the oracle study: every SDE it offers runs, and an unknown one is refused up front."""
 
+import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
 import pytest
 
 import sde
-from experiments import gan, vs_gan
+from experiments import build
 from experiments.data import DataSource, mixture_dataset
+from experiments.studies import oracle, vs_gan
+from experiments.studies.vs_gan import gan, report, results, runs, tasks
 
 MEAN = np.array([3.0, -2.0])
 STD = 0.5
@@ -69,7 +75,7 @@ def test_generator_moves_to_the_data_mean(loss):
     a quarter of its initial distance of the true mean (an independent truth)."""
     cfg = tiny(loss=loss, steps=400, chunk=200, batch_size=128, hidden=32, lr=2e-3, seed=0)
     if loss == "wgan-gp":
-        cfg = gan.replace(cfg, b1=0.0, b2=0.9)
+        cfg = dataclasses.replace(cfg, b1=0.0, b2=0.9)
     key = jax.random.key(11)
     graphdef, state = gan.init(cfg, 2)
     before = np.asarray(gan.sample(graphdef, state, key, 4000)).mean(0)
@@ -146,11 +152,85 @@ def check_outputs(workdir, settings):
 def test_experiment_end_to_end_tiny(tmp_path):
     vs_gan.run(TINY, tmp_path, log=lambda *_: None)
     check_outputs(tmp_path, TINY)
+    # results.json holds typed rows: read back, they give the same report
+    saved = json.loads((tmp_path / "results.json").read_text())
+    typed = results.StudyResults.from_json(saved)
+    assert typed.to_json() == saved
+    res = typed.datasets["ring"]
+    assert [(e.family, e.sampler) for e in res.summary][-1] == ("GAN", "generator")
+    assert all(e.nll_nats is not None for e in res.summary if e.entry.is_diffusion)
+    # the NLL came through evaluation.likelihood, which wrote its file per run
+    assert len(list((tmp_path / "likelihood").glob("ring_*/likelihood.json"))) == 1
+    report.write_report(typed, tmp_path / "again.md")
+    assert (tmp_path / "again.md").read_text() == (tmp_path / "report.md").read_text()
+
+
+def test_score_nll_keeps_the_per_example_log_jacobian(tmp_path):
+    """The NLL goes through evaluation.likelihood, which adds ``DataSource.log_jacobian``:
+    a per-example log-Jacobian (``log_det_fn``, as Gaussianization has) of +1.5 nats
+    lowers every NLL by exactly 1.5 (the study's own NLL used to read ``log_det`` only)."""
+    task = tasks.make_task("ring", TINY)
+    run = tasks.score_run(task, 1e-3, 0)
+    plain = runs.score_nll(task, run, tmp_path / "plain")
+    source = dataclasses.replace(run.source, log_det_fn=lambda u: np.full(len(u), 1.5))
+    mapped = runs.score_nll(task, run.replace(source=source), tmp_path / "mapped")
+    assert plain["n"] == mapped["n"] == TINY.n_nll_2d
+    assert mapped["nll_nats"] == pytest.approx(plain["nll_nats"] - 1.5, abs=1e-9)
+    assert json.loads((tmp_path / "mapped" / "likelihood.json").read_text())["n"] == TINY.n_nll_2d
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--datasets", "ring,moons"], "moons"),
+        (["--gan-losses", "hinge"], "hinge"),
+        (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+        (["--lrs", "1e-3,fast"], "fast"),
+        (["--lrs=0,1e-3"], "lrs > 0"),
+        (["--steps-2d", "0"], "--steps-2d must be >= 1, got 0"),
+    ],
+)
+def test_bad_flags_raise_with_the_value(argv, needle, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        vs_gan.main(["vs-gan", "--quick", "--workdir", str(tmp_path), *argv])
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_flags_give_the_settings():
+    args = vs_gan.parser().parse_args(["vs-gan", "--quick", "--seeds", "2", "--lrs", "1e-4,2e-3"])
+    s = vs_gan.settings_from(args)
+    assert s.seeds == (0, 1) and s.lrs == (1e-4, 2e-3) and s.steps_2d == vs_gan.QUICK.steps_2d
+
+
+@pytest.mark.parametrize(
+    "name", [n if n == "edm" else pytest.param(n, marks=pytest.mark.slow) for n in build.SDES]
+)
+def test_oracle_runs_on_every_sde(name, tmp_path, capsys):
+    """``scoresde oracle --sde NAME`` for every SDE it offers (edm raised KeyError after
+    the samplers had run): every sampler, both divergences, the files. The default run
+    checks edm; the others share its code path (``-m slow`` runs them)."""
+    assert (
+        oracle.main(["--sde", name, "--n", "64", "--steps", "8", "--workdir", str(tmp_path)]) == 0
+    )
+    out = json.loads((tmp_path / "oracle.json").read_text())
+    assert len(out["samplers"]) == len(build.SAMPLERS)
+    assert set(build.DIVERGENCES) <= out["likelihood"].keys()
+    assert out["likelihood"]["sde_hyper"]
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
+def test_oracle_refuses_an_unknown_sde_up_front(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        oracle.main(["--sde", "rf", "--workdir", str(tmp_path / "w")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in build.SDES), err
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
 def test_quick_experiment_from_the_command_line(tmp_path):
-    """``scoresde experiment vs-gan --quick``: all three data sets (~1-2 min on 2 cores)."""
+    """``scoresde experiment vs-gan --quick``: all three data sets (a few min on 2 cores)."""
     from experiments import cli
 
     assert cli.main(["experiment", "vs-gan", "--quick", "--workdir", str(tmp_path)]) == 0

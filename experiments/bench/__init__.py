@@ -3,7 +3,7 @@
 Each benchmark is a module with a ``main(argv) -> int``; :data:`BENCHES` names them and
 :func:`main` dispatches (``core`` when the first argument names none). How each is run
 and where its measured numbers live: ``BENCHMARKS.md``; the results themselves are in
-``benchmarks/``. Every timing goes through :mod:`._timing`.
+``benchmarks/``. Every timing goes through :mod:`experiments.timing`.
 
 - ``core`` (:mod:`.core`): sampler overhead against a hand-written ``lax.scan``,
   likelihood accuracy with an exact score, compile times.

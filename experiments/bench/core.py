@@ -47,8 +47,9 @@ import numpy as np
 import samplers
 import sde as sde_lib
 from experiments import build
-from experiments.bench._timing import median_time, ratios, time_calls, timed
+from experiments._parser import Parser
 from experiments.config import SDEConfig
+from experiments.timing import median_time, ratios, time_calls, timed
 
 # --------------------------------------------------------------------------------------
 # Settings
@@ -564,7 +565,7 @@ def write_results(path: Path, results: dict, markdown: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="scoresde bench core",
         description="Sampler overhead vs lax.scan, likelihood accuracy with an exact "
         "score, and compile times.",

@@ -31,7 +31,6 @@ the batch (:data:`QUICK`) and every count (a CPU smoke test). Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import tempfile
@@ -45,9 +44,10 @@ import samplers
 from experiments import build, distributed
 from experiments import config as config_lib
 from experiments import data as data_lib
+from experiments._parser import Parser
 from experiments.bench._step import training_step
-from experiments.bench._timing import median_time, threaded, timed
 from experiments.run import Run
+from experiments.timing import median_time, threaded, timed
 
 CONFIG = "cifar10_ddpmpp"
 QUICK = (
@@ -166,9 +166,7 @@ def bench_sampling(run: Run, steps: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="scoresde bench gpu_ddpmpp", description=__doc__.split("\n\n")[0]
-    )
+    parser = Parser(prog="scoresde bench gpu_ddpmpp", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", nargs="?", default=".", type=pathlib.Path, help="output folder")
     parser.add_argument("--quick", action="store_true", help="tiny network, few steps")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"for {CONFIG}")

@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from experiments._parser import Parser
+
 _FLAG = "--xla_force_host_platform_device_count"
 
 
@@ -40,8 +42,8 @@ def run(
     from experiments import config as config_lib
     from experiments import distributed
     from experiments.bench._step import training_step
-    from experiments.bench._timing import threaded, time_calls
     from experiments.run import Run
+    from experiments.timing import threaded, time_calls
 
     fns, batches = {}, {}
     for n in devices:
@@ -91,7 +93,7 @@ def table(rows: list[dict]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scoresde bench scale", description=__doc__)
+    p = Parser(prog="scoresde bench scale", description=__doc__)
     p.add_argument("--config", default="checkerboard")
     p.add_argument(
         "--devices",

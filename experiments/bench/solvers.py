@@ -52,6 +52,7 @@ import numpy as np
 import samplers
 import sde as sde_lib
 from experiments import build
+from experiments._parser import Parser
 from experiments.evaluation import mixture_metrics as metrics
 from experiments.run import Run
 
@@ -433,9 +434,7 @@ def report(rows: list[dict], meta: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="scoresde bench solvers", description=__doc__.split("\n\n")[0]
-    )
+    parser = Parser(prog="scoresde bench solvers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="bench_solvers", help="output directory")
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--n", type=int, default=4000, help="samples per run (oracle)")

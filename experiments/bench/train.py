@@ -12,7 +12,6 @@ ratio is the median of the per-round ratios.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 
@@ -23,9 +22,10 @@ from flax import nnx
 
 from experiments import config as config_lib
 from experiments import distributed
+from experiments._parser import Parser
 from experiments.bench._step import training_step
-from experiments.bench._timing import ratios, threaded, time_calls
 from experiments.run import Run
+from experiments.timing import ratios, threaded, time_calls
 
 
 def hand_written_step(run: Run):
@@ -83,7 +83,7 @@ def run(config_name: str, overrides: list[str], rounds: int, steps_per_round: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scoresde bench train", description=__doc__)
+    p = Parser(prog="scoresde bench train", description=__doc__)
     p.add_argument("--config", default="checkerboard")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=50, help="steps per round")

@@ -160,7 +160,7 @@ def likelihood(
     progress: bool = True,
 ) -> dict:
     """NLL of the ``split`` (nats per example, and bits/dim for images) under the EMA
-    weights; writes likelihood.json in ``run.workdir``."""
+    weights; writes likelihood.json in ``run.workdir`` (nothing for a run without one)."""
     eval_cfg = run.cfg.eval
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
@@ -190,7 +190,7 @@ def likelihood(
         "whiten": run.cfg.data.whiten,
         "gaussianize": run.cfg.data.gaussianize,
     }
-    if distributed.is_main():
+    if distributed.is_main() and run.workdir is not None:
         (run.workdir / "likelihood.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
 

@@ -23,12 +23,15 @@ from experiments.run import Run
 
 
 def sampler_kwargs(
-    run: Run, method: str, solver: str | None, steps: int | None
+    eval_cfg, method: str, solver: str | None = None, steps: int | None = None
 ) -> tuple[build.Method, dict, str]:
-    """``(method, keywords, description)``: how :func:`sample` calls ``method``, with the
-    steps and solver given or the config's; the same for every sampler."""
-    m, eval_cfg = build.sampler(method), run.cfg.eval
-    kwargs = dict(sde=run.sde, eps=eval_cfg.sample_eps, **m.options(eval_cfg))
+    """``(method, keywords, description)``: how ``method`` is called, the same way for
+    every sampler: ``eps`` and the sampler's own knobs from ``eval_cfg``, the solver
+    given or the default one (none for a sampler with steps of its own), and ``steps``
+    fixed steps, else ``eval.steps``, or the tolerances for an adaptive sampler. The
+    caller adds ``score_fn``, ``sde``, ``shape`` and ``key``."""
+    m = build.sampler(method)
+    kwargs = dict(eps=eval_cfg.sample_eps, **m.options(eval_cfg))
     if m.solver is None:
         if solver is not None:
             raise ValueError(f"--method {method} takes steps of its own: drop --solver")
@@ -86,6 +89,7 @@ def draw(run: Run, method, kwargs: dict, n: int, seed: int, requested, guidance,
             )
         x, stats = method.fn(
             score_fn=distributed.batch_sharded_score(score_i, mesh),
+            sde=run.sde,
             shape=(padded, *run.source.shape),
             key=jax.random.fold_in(key, i),
             **kwargs,
@@ -118,7 +122,7 @@ def sample(
     """
     eval_cfg = run.cfg.eval
     method, n = method or eval_cfg.method, n or eval_cfg.n_samples
-    m, kwargs, solver_name = sampler_kwargs(run, method, solver, steps)
+    m, kwargs, solver_name = sampler_kwargs(eval_cfg, method, solver, steps)
     requested = requested_labels(run, labels, n)
     if requested is None and guidance:
         raise ValueError("guidance needs a class to guide towards: give labels (--class)")

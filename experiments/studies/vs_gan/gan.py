@@ -15,7 +15,7 @@ Converge?", ICML 2018)
 
 One discriminator update, then one generator update on a fresh latent draw, per step.
 The training state is ``nnx.split((generator, discriminator, opt_g, opt_d))`` and the
-step merges it inside ``jit`` (as ``experiments.train`` does). Batches come from a
+step merges it inside ``jit`` (as ``experiments.training`` does). Batches come from a
 :class:`experiments.data.DataSource`'s ``train_batch(seed, step, batch_size)`` and the
 step's key is ``fold_in(key(seed), step)``, so a run is a pure function of its config.
 The learning rate lives in the optimiser state (``optax.inject_hyperparams``), so runs
@@ -23,13 +23,12 @@ that differ only in seed or learning rate share one compiled step.
 
 Example::
 
-    run = gan.train(gan.GANConfig(steps=2000), source)
+    run = gan.train(gan.GANConfig(steps=2000), source)      # a DataSource
     x = gan.sample(run.graphdef, run.state, jax.random.key(0), 1000)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -40,6 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+
+from experiments.data import DataSource
+from experiments.training.fit import Timing, staged_batches
+
+from ._curves import window_means
 
 LOSSES = ("ns", "r1", "wgan-gp")
 DEFAULT_PENALTY = {"ns": 0.0, "r1": 1.0, "wgan-gp": 10.0}
@@ -194,14 +198,14 @@ class GANRun:
     graphdef: nnx.GraphDef
     state: nnx.State
     history: dict[str, list[float]]  # "step", "d_loss", "g_loss" (window means)
-    train_seconds: float  # wall time, including the first chunk's compilation
-    step_seconds: float  # per step, after the first chunk (no compilation)
+    timing: Timing  # wall time (first chunk's compilation included) and per step after it
 
 
-def train(cfg: GANConfig, source) -> GANRun:
+def train(cfg: GANConfig, source: DataSource) -> GANRun:
     """Train on ``source.train_batch(cfg.seed, step, cfg.batch_size)`` for ``cfg.steps``.
 
-    Runs ``cfg.chunk`` steps per jitted ``lax.scan``; the result equals ``cfg.steps``
+    Runs ``cfg.chunk`` steps per jitted ``lax.scan`` on batches staged as
+    :func:`experiments.training.fit` stages them; the result equals ``cfg.steps``
     calls of :func:`make_step`'s step. Non-finite losses are recorded, not raised: a
     diverged GAN is one of the outcomes the comparison measures.
     """
@@ -210,47 +214,16 @@ def train(cfg: GANConfig, source) -> GANRun:
     base = jax.random.key(cfg.seed)
     d_hist, g_hist = [], []
     ends = [time.perf_counter()]
-    for idx, batches in batch_chunks(source, cfg.seed, cfg.steps, cfg.batch_size, cfg.chunk):
+    for idx, batches in staged_batches(
+        source, cfg.seed, range(cfg.steps), cfg.batch_size, cfg.chunk
+    ):
         state, (d_loss, g_loss) = run(state, batches, idx, base)
         d_hist.append(np.asarray(d_loss))
         g_hist.append(np.asarray(g_loss))
         ends.append(time.perf_counter())
-    history = _windows(d_hist, g_hist, cfg.log_every)
-    return GANRun(cfg, graphdef, state, history, ends[-1] - ends[0], step_seconds(ends, d_hist))
-
-
-def batch_chunks(source, seed: int, steps: int, batch_size: int, chunk: int):
-    """Yield ``(step indices [K], batches [K, B, *shape])`` for ``steps`` steps, ``chunk``
-    at a time, from ``source.train_batch(seed, step, batch_size)`` (host side)."""
-    for first in range(0, steps, chunk):
-        idx = np.arange(first, min(first + chunk, steps), dtype=np.int32)
-        batches = np.stack([source.train_batch(seed, int(i), batch_size) for i in idx])
-        yield jnp.asarray(idx), jnp.asarray(batches)
-
-
-def step_seconds(ends: list[float], chunks: list) -> float:
-    """Seconds per step from the chunks' end times, leaving out the first chunk (which
-    compiles, or not, depending on what ran before): a fair per-step cost."""
-    sizes = [len(np.ravel(np.asarray(c))) for c in chunks]
-    if len(sizes) < 2:
-        return (ends[-1] - ends[0]) / sizes[0]
-    return (ends[-1] - ends[1]) / sum(sizes[1:])
-
-
-def window_means(values, every: int) -> dict[str, list[float]]:
-    """``{"step": window ends, "mean": window means}`` of a per-step series."""
-    v = np.concatenate([np.ravel(np.asarray(x)) for x in values])
-    ends = list(range(every, len(v), every)) + [len(v)]
-    starts = [0, *ends[:-1]]
-    return {
-        "step": ends,
-        "mean": [float(np.mean(v[a:b])) for a, b in zip(starts, ends, strict=True)],
-    }
-
-
-def _windows(d_hist, g_hist, every):
-    d, g = window_means(d_hist, every), window_means(g_hist, every)
-    return {"step": d["step"], "d_loss": d["mean"], "g_loss": g["mean"]}
+    d, g = window_means(d_hist, cfg.log_every), window_means(g_hist, cfg.log_every)
+    history = {"step": d["step"], "d_loss": d["mean"], "g_loss": g["mean"]}
+    return GANRun(cfg, graphdef, state, history, Timing.of_chunks(ends, [len(x) for x in d_hist]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -266,8 +239,3 @@ def _sampler(graphdef, n: int):
 def sample(graphdef: nnx.GraphDef, state: nnx.State, key: jax.Array, n: int) -> jax.Array:
     """``n`` generator samples ``G(z)``, ``z ~ N(0, I)``: one network pass."""
     return _sampler(graphdef, n)(state, key)
-
-
-def replace(cfg: GANConfig, **changes) -> GANConfig:
-    """``cfg`` with fields changed (validated again)."""
-    return dataclasses.replace(cfg, **changes)
