@@ -34,7 +34,7 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
             )
         self.shape = tuple(shape)
         self.levy_area = levy_area
-        self.grid = jnp.asarray(grid)
+        self.grid = jnp.asarray(grid, dtype=float)
         self.keys = jax.random.split(key, self.grid.shape[0] - 1)
 
     @property
@@ -51,14 +51,15 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         # one vectorised comparison: a binary-search loop costs a kernel launch per
         # iteration on GPUs, which made each step ~150 us there
         i = jnp.clip(jnp.sum(self.grid <= t0) - 1, 0, n - 1)
-        dt = jnp.asarray(t1 - t0, jnp.float32)
+        dtype = self.grid.dtype  # the time's precision (float64 under jax_enable_x64)
+        dt = jnp.asarray(t1 - t0, dtype)
         std = jnp.sqrt(dt)
         if self.levy_area is diffrax.SpaceTimeLevyArea:
             k_w, k_h = jax.random.split(self.keys[i])
-            w = std * jax.random.normal(k_w, self.shape)
+            w = std * jax.random.normal(k_w, self.shape, dtype)
             if not use_levy:
                 return w
-            h = std / math.sqrt(12) * jax.random.normal(k_h, self.shape)
+            h = std / math.sqrt(12) * jax.random.normal(k_h, self.shape, dtype)
             return diffrax.SpaceTimeLevyArea(dt=dt, W=w, H=h)
-        w = std * jax.random.normal(self.keys[i], self.shape)
+        w = std * jax.random.normal(self.keys[i], self.shape, dtype)
         return diffrax.BrownianIncrement(dt=dt, W=w) if use_levy else w

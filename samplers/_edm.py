@@ -19,18 +19,23 @@ with :math:`t = \lambda^{-1}(-\log\sigma)` the SDE's time at noise level
 slope is formed as :math:`-a\sigma\,\nabla\log p_t` rather than
 :math:`(\tilde x - D)/\sigma`, which would cancel two large numbers at high noise.
 
-**Grid and NFE.** With ``steps=N`` the noise levels are EDM's (their eq. 5),
+**Grid and NFE.** ``steps=N`` means what it means in every sampler: ``N`` steps from
+``T`` down to ``eps``, here on EDM's grid (their eq. 5; :func:`samplers.karras_grid`
+with ``N`` steps),
 
-.. math:: \sigma_{i} = \Big(\sigma_{max}^{1/\rho} + \tfrac{i}{N-1}
+.. math:: \sigma_{i} = \Big(\sigma_{max}^{1/\rho} + \tfrac{i}{N}
     \big(\sigma_{min}^{1/\rho} - \sigma_{max}^{1/\rho}\big)\Big)^{\rho},
-    \quad i < N, \qquad \sigma_N = 0,
+    \qquad i = 0, \dots, N,
 
-with :math:`\sigma_{max} = \sigma(T)`, :math:`\sigma_{min} = \sigma(\epsilon)`
-(:func:`samplers.karras_grid` with ``N - 1`` steps, then :math:`\sigma = 0`). Each step
-to :math:`\sigma_{i+1} > 0` is a Heun step (2 score evaluations); the last step, to
-:math:`\sigma = 0`, is an Euler step (1 evaluation), since :math:`d\tilde x/d\sigma` is
-not defined there. It lands exactly on :math:`D(\tilde x_{N-1}; \sigma_{N-1})`:
-Tweedie's denoiser. Hence **NFE = 2N - 1**; EDM's 18 steps on CIFAR-10 cost 35.
+with :math:`\sigma_{max} = \sigma(T)`, :math:`\sigma_{min} = \sigma(\epsilon)`; ``ts=``
+takes any other grid. Each of these steps is a Heun step (2 score evaluations;
+``solver=diffrax.Euler()``: an Euler step, 1). ``denoise=True`` adds EDM's last step, an
+Euler step from :math:`\sigma_N` to :math:`\sigma = 0` (1 evaluation; the slope
+:math:`d\tilde x/d\sigma` is not defined at 0), which lands exactly on
+:math:`D(\tilde x_N; \sigma_N)`: Tweedie's denoiser, as ``denoise`` gives in the other
+samplers. Hence **NFE = 2N** (**2N + 1** with ``denoise``). EDM's CIFAR-10 setting, 18
+noise levels and 35 evaluations, is ``steps=17, denoise=True, eps=edm.sigma_min``;
+``steps=0, denoise=True`` is the single Euler step from :math:`\sigma(T)` to 0.
 
 **Churn.** Algorithm 2 first raises the noise of each state,
 :math:`\hat\sigma_i = (1 + \gamma_i)\sigma_i` with
@@ -46,19 +51,21 @@ carries it to :math:`p_{\sigma_{i+1}}`: the churn itself adds no bias.
 from __future__ import annotations
 
 import math
-import numbers
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 import sde as sde_lib
+from sde import ScoreFn
+from sde._checks import check_at_least, check_eps, check_finite
 
-from ._common import ScoreFn, time_grid
 from ._grids import karras_grid
+from ._stepping import check_steps, time_grid
 
-DEFAULT_STEPS = 18  # EDM's setting for CIFAR-10 (35 NFE)
+DEFAULT_STEPS = 18
 
 
 def _check_flag(name: str, value) -> None:
@@ -66,20 +73,19 @@ def _check_flag(name: str, value) -> None:
         raise ValueError(f"{name} must be True or False, got {name}={value!r}")
 
 
-def _check_number(name: str, value, *, low: float, allow_inf: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = v >= low and (math.isfinite(v) or (allow_inf and v == math.inf))
-    if not ok:
-        upper = "inf]" if allow_inf else "inf)"
-        raise ValueError(f"{name} must be a number in [{low:g}, {upper}, got {name}={value!r}")
-    return float(value)
-
-
-def _default_eps(sde) -> float:
-    """EDM's ``sigma_min`` for :class:`sde.EDMSDE`, else the samplers' usual ``1e-3``."""
-    return sde.sigma_min if isinstance(sde, sde_lib.EDMSDE) else 1e-3
+def _is_heun(solver) -> bool:
+    """``True`` for ``diffrax.Heun()``, ``False`` for ``diffrax.Euler()``; the steps are
+    EDM's own, in sigma, so only these two (exactly: no wrappers) are accepted."""
+    if type(solver) is diffrax.Heun:
+        return True
+    if type(solver) is diffrax.Euler:
+        return False
+    raise ValueError(
+        "sample_edm takes solver=diffrax.Heun() (EDM's second-order step, 2 evaluations) "
+        f"or diffrax.Euler() (1 evaluation), got solver={type(solver).__name__}(); for "
+        "another ODE solver on EDM's grid use samplers.sample_ode(solver=..., "
+        "ts=samplers.karras_grid(sde, N, eps))"
+    )
 
 
 def _sigma(sde, t: Array) -> Array:
@@ -88,32 +94,29 @@ def _sigma(sde, t: Array) -> Array:
 
 
 def _edm_times(sde, steps, ts, eps, rho, denoise):
-    """The times of the positive noise levels, ``T = t_0 > ... > t_M``."""
+    """The times of the positive noise levels, ``T = t_0 > ... > t_N``."""
     if steps is None and ts is None:
         steps = DEFAULT_STEPS
     if ts is not None:
         return time_grid(steps, ts, sde.T, eps)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got steps={steps!r}")
-    if not denoise:
-        return karras_grid(sde, steps, eps, sde.T, rho)
-    if steps == 1:  # one Euler step from sigma(T) straight to sigma = 0
-        return jnp.full((1,), sde.T, jnp.float32)
-    return karras_grid(sde, steps - 1, eps, sde.T, rho)
+    if steps == 0 and denoise:  # the single Euler step from sigma(T) to sigma = 0
+        return jnp.full((1,), sde.T, dtype=float)
+    check_steps(steps, hint=" (or 0 with denoise=True)")
+    return karras_grid(sde, steps, eps, sde.T, rho)
 
 
 @eqx.filter_jit
 def sample_edm(
     *,
     score_fn: ScoreFn,
-    sde,
+    sde: sde_lib.AbstractSDE,
     shape: tuple[int, ...],
     key: PRNGKeyArray,
+    solver: diffrax.AbstractSolver = diffrax.Heun(),
     steps: int | None = None,
     ts: ArrayLike | None = None,
-    eps: float | None = None,
-    heun: bool = True,
-    denoise: bool = True,
+    eps: float = 1e-3,
+    denoise: bool = False,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
     s_tmax: float = math.inf,
@@ -122,9 +125,9 @@ def sample_edm(
 ) -> tuple[Array, dict[str, Array]]:
     r"""EDM sampling: Heun steps in the noise level :math:`\sigma`, with optional churn.
 
-    Algorithm 1 of Karras et al. (2022) by default (``s_churn=0``: deterministic, a
-    function of ``key`` through the prior draw only), Algorithm 2 with ``s_churn > 0``.
-    See the module docstring for the maths.
+    Algorithm 1 of Karras et al. (2022) with ``denoise=True`` (``s_churn=0``:
+    deterministic, a function of ``key`` through the prior draw only), Algorithm 2 with
+    ``s_churn > 0``. See the module docstring for the maths.
 
     Args:
         score_fn: pure ``score_fn(x, t)`` with ``x: [B, *dims]``, ``t: [B]``.
@@ -133,54 +136,53 @@ def sample_edm(
         key: PRNG key: the prior draw's key, as in :func:`sample_ode` (same key, same
             ``x_T``, with or without churn); the churn noise uses
             ``jax.random.fold_in(key, 1)``.
-        steps: EDM's ``N``, counting the final step to :math:`\sigma = 0` (default 18
-            when ``ts`` is not given): the Karras grid of ``N`` noise levels from
-            :math:`\sigma(T)` to :math:`\sigma(\epsilon)`, then 0. ``NFE = 2N - 1``.
-            With ``denoise=False``, ``N`` Heun steps on the Karras grid from ``T`` to
-            ``eps`` (``NFE = 2N``).
+        solver: ``diffrax.Heun()`` (EDM's second-order step, 2 evaluations) or
+            ``diffrax.Euler()`` (1 evaluation); the steps are taken in :math:`\sigma` by
+            this function, so no other solver is accepted.
+        steps: ``N`` steps from ``T`` down to ``eps`` on EDM's grid
+            (``ts=samplers.karras_grid(sde, N, eps, rho=rho)``), as ``steps`` means in
+            :func:`sample_ode` (default 18 when ``ts`` is not given). ``NFE = 2N`` with
+            Heun, ``N`` with Euler, plus 1 with ``denoise``. ``steps=0`` with
+            ``denoise=True`` is the single Euler step from :math:`\sigma(T)` to 0.
         ts: instead of ``steps``, any grid of times from ``T`` down to its last time
-            (e.g. ``samplers.karras_grid(sde, N - 1, eps)``, which reproduces
-            ``steps=N``); ``M + 1`` times give ``M`` Heun steps, then the final step to
-            :math:`\sigma = 0` if ``denoise``: ``NFE = 2M + 1``.
-        eps: the smallest positive time of the ``steps`` grid; default
-            ``sde.sigma_min`` (0.002) for :class:`sde.EDMSDE`, else ``1e-3``.
-        heun: second-order Heun correction on every step to :math:`\sigma > 0`;
-            ``False`` gives Euler steps (one evaluation each).
+            (used as given, as in the other samplers).
+        eps: the last time of the ``steps`` grid, default ``1e-3`` as in the other
+            samplers; EDM's :math:`\sigma_{min}` is ``eps=edm.sigma_min`` (0.002).
         denoise: finish with EDM's Euler step to :math:`\sigma = 0` (Tweedie's
-            denoiser, one evaluation); ``False`` returns :math:`x_{t_M}` like
-            :func:`samplers.sample_ode`.
+            denoiser, one evaluation, as ``denoise`` in the other samplers); ``False``
+            returns :math:`x` at the grid's last time.
         s_churn, s_tmin, s_tmax, s_noise: Algorithm 2's :math:`S_\text{churn} \ge 0`,
             the range :math:`[S_{tmin}, S_{tmax}]` of noise levels :math:`\sigma` that
             get churned, and the noise inflation :math:`S_\text{noise}`. EDM's
             ImageNet-64 settings: ``s_churn=40, s_tmin=0.05, s_tmax=50,
-            s_noise=1.003``.
+            s_noise=1.003``. Algorithm 2's :math:`N` in :math:`S_\text{churn}/N` is the
+            number of steps including the last one (``steps + 1`` with ``denoise``).
         rho: the Karras grid's exponent for ``steps``.
 
     Returns:
         ``(x, stats)``: samples in the SDE's variable (at :math:`\sigma = 0`, i.e.
         estimates of :math:`x_0`, with ``denoise``), ``stats["nfe"]`` the score
-        evaluations spent, ``stats["num_steps"]`` the steps taken.
+        evaluations spent, ``stats["num_steps"]`` the steps taken (the last one
+        included).
 
-    Example::
+    Example (EDM's CIFAR-10 setting: 18 noise levels, 35 evaluations)::
 
         edm = sde.EDMSDE()
         x, stats = samplers.sample_edm(score_fn=oracle.score, sde=edm, shape=(512, 2),
-                                       key=jax.random.key(0), steps=18)
+                                       key=jax.random.key(0), steps=17, denoise=True,
+                                       eps=edm.sigma_min)
         stats["nfe"]  # 35
     """
     if not isinstance(sde, sde_lib.AbstractSDE):
         raise ValueError(f"sde must be an sde.AbstractSDE, got sde={sde!r}")
-    _check_flag("heun", heun)
+    heun = _is_heun(solver)
     _check_flag("denoise", denoise)
-    eps = _default_eps(sde) if eps is None else eps
-    if isinstance(eps, numbers.Real) and not 0 < eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got eps={eps!r}")
-    s_churn = _check_number("s_churn", s_churn, low=0.0)
-    s_tmin = _check_number("s_tmin", s_tmin, low=0.0)
-    s_tmax = _check_number("s_tmax", s_tmax, low=s_tmin, allow_inf=True)
-    s_noise = _check_number("s_noise", s_noise, low=0.0)
-    if not (isinstance(rho, numbers.Real) and rho > 0 and math.isfinite(rho)):
-        raise ValueError(f"rho must be a finite number > 0, got rho={rho!r}")
+    check_eps(eps, sde)
+    s_churn = check_at_least("s_churn", s_churn, 0.0)
+    s_tmin = check_at_least("s_tmin", s_tmin, 0.0)
+    s_tmax = check_at_least("s_tmax", s_tmax, s_tmin, allow_inf=True)
+    s_noise = check_at_least("s_noise", s_noise, 0.0)
+    rho = check_finite("rho", rho, positive=True)
 
     times = _edm_times(sde, steps, ts, eps, rho, denoise)
     n_heun = times.shape[0] - 1  # steps between positive noise levels

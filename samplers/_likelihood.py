@@ -12,10 +12,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 import sde as sde_lib
+from sde import ScoreFn
+from sde._checks import check_eps
 
-from ._common import (
-    ScoreFn,
-    check_eps,
+from ._reverse import probability_flow
+from ._stepping import (
+    check_adaptive,
     check_tolerances,
     count_evaluations,
     stepping,
@@ -24,10 +26,10 @@ from ._common import (
 
 
 def _pf_drift(score_fn: ScoreFn, sde, t: Array):
+    """:func:`probability_flow` at the scalar time ``t``, as a function of ``x`` alone."""
+
     def drift(x):
-        tb = jnp.full(x.shape[:1], t, dtype=x.dtype)
-        g2 = sde_lib.expand_time(sde.diffusion(tb) ** 2, x)
-        return sde.drift(x, tb) - 0.5 * g2 * score_fn(x, tb)
+        return probability_flow(score_fn, sde, x, jnp.full(x.shape[:1], t, dtype=x.dtype))
 
     return drift
 
@@ -63,7 +65,7 @@ def hutchinson_divergence(fn, x: Array, probes: Array) -> tuple[Array, Array]:
 def log_likelihood(
     *,
     score_fn: ScoreFn,
-    sde,
+    sde: sde_lib.AbstractSDE,
     x: Float[Array, "B ..."],
     key: PRNGKeyArray,
     solver: diffrax.AbstractSolver = diffrax.Tsit5(),
@@ -110,7 +112,7 @@ def log_likelihood(
                                               key=jax.random.key(0))
         bpd = samplers.bits_per_dim(logp, dim=784, n_levels=256, data_range=2.0)
     """
-    check_eps(eps)
+    check_eps(eps, sde)
     check_tolerances(rtol, atol)
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(
@@ -121,6 +123,8 @@ def log_likelihood(
     if not isinstance(n_probes, int) or n_probes < 1:
         raise ValueError(f"n_probes must be an integer >= 1, got n_probes={n_probes!r}")
     grid = time_grid(steps, ts, eps, sde.T)
+    if grid is None:
+        check_adaptive(solver)
     controller, dt0 = stepping(grid, rtol, atol, sde.T - eps, s_grid=False)
     t0, t1 = (eps, sde.T) if grid is None else (grid[0], grid[-1])
 

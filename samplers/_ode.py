@@ -7,15 +7,18 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from ._common import (
-    ScoreFn,
-    check_eps,
+import sde as sde_lib
+from sde import ScoreFn
+from sde._checks import check_eps
+
+from ._reverse import finish, reverse_pf_drift
+from ._stepping import (
+    bind,
+    check_adaptive,
     check_tolerances,
     count_evaluations,
-    reverse_pf_drift,
     stepping,
     time_grid,
-    tweedie_denoise,
 )
 
 
@@ -23,7 +26,7 @@ from ._common import (
 def sample_ode(
     *,
     score_fn: ScoreFn,
-    sde,
+    sde: sde_lib.AbstractSDE,
     shape: tuple[int, ...],
     key: PRNGKeyArray,
     solver: diffrax.AbstractSolver = diffrax.Tsit5(),
@@ -70,16 +73,12 @@ def sample_ode(
         x, stats = samplers.sample_ode(score_fn=oracle.score, sde=vp, shape=(512, 2),
                                        key=jax.random.key(0))
     """
-    check_eps(eps)
+    check_eps(eps, sde)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
-    if hasattr(solver, "bind_sde"):  # solvers built on the SDE (exponential integrators)
-        if grid is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
-            raise ValueError(
-                f"{type(solver).__name__}() has no error estimate, so it takes fixed steps "
-                "only: pass steps=N or ts=... (e.g. samplers.log_snr_grid(sde, N))"
-            )
-        solver = solver.bind_sde(sde)
+    if grid is None:
+        check_adaptive(solver)
+    solver = bind(solver, sde)  # solvers built on the SDE (exponential integrators)
     controller, dt0 = stepping(grid, rtol, atol, sde.T - eps)
     term = diffrax.ODETerm(reverse_pf_drift(score_fn, sde))
     s0, s1 = (-sde.T, -eps) if grid is None else (-grid[0], -grid[-1])
@@ -108,7 +107,4 @@ def sample_ode(
     stats = {"nfe": nfe.max(), "num_steps": num_steps.max()}
     if per_sample and grid is None:
         stats["nfe_per_sample"] = nfe
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, -s1)
-        stats["nfe"] = stats["nfe"] + 1
-    return x, stats
+    return finish(score_fn, sde, x, stats, t_end=-s1, denoise=denoise)

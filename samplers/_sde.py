@@ -2,73 +2,89 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import diffrax
 import equinox as eqx
 import jax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from ._common import (
-    ScoreFn,
+import sde as sde_lib
+from sde import ScoreFn
+from sde._checks import check_eps
+
+from ._reverse import finish, reverse_sde_terms
+from ._stepping import (
+    bind,
     brownian_path,
-    check_eps,
+    check_adaptive,
     check_tolerances,
     count_evaluations,
-    reverse_sde_terms,
     stepping,
     time_grid,
-    tweedie_denoise,
 )
 
 
 def split_sampling_key(key: PRNGKeyArray):
-    """``(prior, Brownian path, corrector)`` keys, shared by ``sample_sde`` and
-    ``sample_pc`` so that both see the same noise for the same key."""
+    """``(prior, Brownian path, corrector)`` keys, shared by ``sample_sde``, ``sample_pc``
+    and ``sample_inpaint`` so that all see the same noise for the same key."""
     return jax.random.split(key, 3)
 
 
+class ReverseSolve(NamedTuple):
+    """What :func:`reverse_sde_solve` returns."""
+
+    x: Array
+    """The state at the end time."""
+    num_steps: Array
+    """Steps taken, accepted and rejected."""
+    t_end: Array
+    """The end time ``t`` (``eps``, or the grid's last time)."""
+
+
 def reverse_sde_solve(
-    score_fn,
-    sde,
-    shape,
-    key,
-    solver,
-    grid,
-    eps,
-    rtol,
-    atol,
-    max_steps,
-    brownian_tol,
-    x_T,
-):
-    """Solve the reverse SDE in ``s = -t``; returns ``(x, num_steps)``."""
+    *,
+    score_fn: ScoreFn,
+    sde: sde_lib.AbstractSDE,
+    x_T: Array,
+    key: PRNGKeyArray,
+    solver: diffrax.AbstractSolver,
+    grid: Array | None,
+    eps: float,
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    max_steps: int = 16384,
+    brownian_tol: float = 2.0**-16,
+) -> ReverseSolve:
+    """Solve the reverse SDE in ``s = -t`` from ``x_T``, on the fixed ``grid`` (times
+    from T down to its last) or, with ``grid=None``, adaptively from ``sde.T`` to
+    ``eps`` (``rtol``, ``atol``, ``max_steps``; the Brownian path resolved to
+    ``brownian_tol``). ``key`` draws the Brownian path."""
     adaptive = grid is None
-    if adaptive and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        raise ValueError(
-            f"adaptive steps need a solver with an error estimate (Heun(), SPaRK()); "
-            f"got {type(solver).__name__}(): pass steps=N or ts=... instead"
-        )
+    if adaptive:
+        check_adaptive(solver)
     s0, s1 = (-sde.T, -eps) if adaptive else (-grid[0], -grid[-1])
-    path = brownian_path(shape, key, solver, s0, s1, None if adaptive else -grid, brownian_tol)
-    controller, _ = stepping(grid, rtol, atol, s1 - s0)
+    path = brownian_path(x_T.shape, key, solver, s0, s1, None if adaptive else -grid, brownian_tol)
+    controller, dt0 = stepping(grid, rtol, atol, s1 - s0)
     sol = diffrax.diffeqsolve(
         reverse_sde_terms(score_fn, sde, path),
         solver,
         t0=s0,
         t1=s1,
-        dt0=(s1 - s0) / 256 if adaptive else None,
+        dt0=dt0,
         y0=x_T,
         stepsize_controller=controller,
         max_steps=max_steps if adaptive else grid.shape[0] - 1,
         adjoint=diffrax.ForwardMode(),
     )
-    return sol.ys[0], sol.stats["num_steps"], -s1
+    return ReverseSolve(sol.ys[0], sol.stats["num_steps"], -s1)
 
 
 @eqx.filter_jit
 def sample_sde(
     *,
     score_fn: ScoreFn,
-    sde,
+    sde: sde_lib.AbstractSDE,
     shape: tuple[int, ...],
     key: PRNGKeyArray,
     solver: diffrax.AbstractSolver = diffrax.Euler(),
@@ -90,10 +106,11 @@ def sample_sde(
     (Euler-Maruyama), Heun, or the additive-noise stochastic Runge-Kutta solvers
     (ShARK, SRA1, SEA, SPaRK), which get the space-time Lévy area they need.
 
-    Fixed steps (``steps=N`` or a ``ts`` grid from T down to eps) draw exact Brownian
-    increments (:class:`GridBrownianPath`, one pre-split key per step: the fast path).
-    Without them, steps are adaptive (``rtol``/``atol``) on a ``VirtualBrownianTree`` resolved to
-    ``brownian_tol``; that needs a solver with an error estimate (Heun, SPaRK).
+    Fixed steps (``steps=N`` uniform steps, or a ``ts`` grid from T down to eps) draw
+    exact Brownian increments (:class:`GridBrownianPath`, one pre-split key per step:
+    the fast path). Without them, steps are adaptive (``rtol``/``atol``, first step
+    ``(T - eps) / 100``) on a ``VirtualBrownianTree`` resolved to ``brownian_tol``;
+    that needs a solver with an error estimate (Heun, SPaRK).
 
     ``denoise`` finishes with Tweedie's denoiser, as in :func:`sample_ode`.
     Returns ``(x, stats)`` with ``stats["nfe"]`` the score evaluations spent.
@@ -103,29 +120,23 @@ def sample_sde(
         x, stats = samplers.sample_sde(score_fn=oracle.score, sde=vp, shape=(512, 2),
                                        key=jax.random.key(0), steps=1000)
     """
-    check_eps(eps)
+    check_eps(eps, sde)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
-    if hasattr(solver, "bind_sde"):  # solvers built on the SDE (SDEDPMSolverPP2M)
-        solver = solver.bind_sde(sde)
+    solver = bind(solver, sde)  # solvers built on the SDE (SDEDPMSolverPP2M)
     prior_key, path_key, _ = split_sampling_key(key)
-    x_T = sde.prior_sample(prior_key, shape)
-    x, num_steps, t_end = reverse_sde_solve(
-        score_fn,
-        sde,
-        shape,
-        path_key,
-        solver,
-        grid,
-        eps,
-        rtol,
-        atol,
-        max_steps,
-        brownian_tol,
-        x_T,
+    sol = reverse_sde_solve(
+        score_fn=score_fn,
+        sde=sde,
+        x_T=sde.prior_sample(prior_key, shape),
+        key=path_key,
+        solver=solver,
+        grid=grid,
+        eps=eps,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        brownian_tol=brownian_tol,
     )
-    stats = {"nfe": count_evaluations(solver, num_steps), "num_steps": num_steps}
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, t_end)
-        stats["nfe"] = stats["nfe"] + 1
-    return x, stats
+    stats = {"nfe": count_evaluations(solver, sol.num_steps), "num_steps": sol.num_steps}
+    return finish(score_fn, sde, sol.x, stats, t_end=sol.t_end, denoise=denoise)

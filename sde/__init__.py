@@ -14,6 +14,7 @@ from ._losses import dsm_loss_at as dsm_loss_at
 from ._losses import sample_time as sample_time
 from ._mixture import GaussianMixture as GaussianMixture
 from ._mixture import MixtureOracle as MixtureOracle
+from ._types import ScoreFn as ScoreFn
 from ._ve import VESDE as VESDE
 from ._vp import VPSDE as VPSDE
 from ._vp import SubVPSDE as SubVPSDE
@@ -23,6 +24,7 @@ __all__ = [
     "EDMSDE",
     "GaussianMixture",
     "MixtureOracle",
+    "ScoreFn",
     "SubVPSDE",
     "VESDE",
     "VPSDE",

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 
@@ -26,35 +24,8 @@ def expand_time(t: ArrayLike, x: Array) -> Array:
     return t.reshape(t.shape + (1,) * (x.ndim - 1))
 
 
-def as_real(name: str, value) -> float:
-    """``value`` as a Python float; any real scalar (Python, numpy, 0-d array) but bool."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real | np.ndarray | jax.Array):
-        raise ValueError(f"{name} must be a real number, got {name}={value!r}")
-    if np.ndim(value) != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
-    return float(value)
-
-
-def check_positive_finite(name: str, value) -> float:
-    v = as_real(name, value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
-    return v
-
-
-def check_sigma_range(sigma_min, sigma_max) -> tuple[float, float]:
-    """``(sigma_min, sigma_max)`` as floats, finite with ``0 < sigma_min < sigma_max``."""
-    lo = check_positive_finite("sigma_min", sigma_min)
-    hi = check_positive_finite("sigma_max", sigma_max)
-    if not hi > lo:
-        raise ValueError(
-            f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}"
-        )
-    return lo, hi
-
-
 class AbstractSDE(eqx.Module):
-    r"""A linear (affine-drift) forward SDE on ``t in [0, T]``, ``T = 1``.
+    r"""A linear (affine-drift) forward SDE on ``t in [0, T]``.
 
     .. math::  dx = f(t)\, x\, dt + g(t)\, dw
 
@@ -65,6 +36,10 @@ class AbstractSDE(eqx.Module):
     A concrete SDE writes its schedule once, through :meth:`log_mean_coeff` and
     :meth:`std`, gives the coefficients :meth:`drift_coeff` and :meth:`diffusion`,
     and says how to invert its log-SNR. Everything else is derived here.
+
+    ``T`` is the final time: 1 here, as in Song et al. (2021); a subclass whose time
+    runs elsewhere overrides it (:class:`sde.EDMSDE`: ``T = sigma_max``). Code that
+    needs the final time asks the SDE object, never this class attribute.
     """
 
     T = 1.0

@@ -10,16 +10,13 @@ written so that it applies to any linear SDE through the same change of variable
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._base import AbstractSDE, as_real, check_sigma_range, expand_time
-
-ScoreFn = Callable[[Array, Array], Array]
+from ._base import AbstractSDE, expand_time
+from ._checks import check_finite, check_sigma_range
+from ._types import ScoreFn
 
 
 class EDMSDE(AbstractSDE):
@@ -84,14 +81,6 @@ class EDMSDE(AbstractSDE):
         return self.sigma_max
 
 
-def _check_real(name: str, value, *, positive: bool = False) -> float:
-    v = as_real(name, value)
-    if not math.isfinite(v) or (positive and not v > 0):
-        need = "a finite number > 0" if positive else "a finite number"
-        raise ValueError(f"{name} must be {need}, got {name}={value!r}")
-    return v
-
-
 def edm_weight(sigma: ArrayLike, sigma_data: float = 0.5) -> Array:
     r"""EDM's loss weight :math:`\lambda(\sigma) = (\sigma^2 + \sigma_d^2)/(\sigma\sigma_d)^2`
     (Karras et al. 2022, Table 1), which is :math:`1 / c_\text{out}(\sigma)^2`."""
@@ -122,7 +111,7 @@ def edm_loss_at(
 
         ell = sde.edm_loss_at(oracle.score, sde.EDMSDE(), x0, jnp.full((B,), 0.3), z)
     """
-    sigma_data = _check_real("sigma_data", sigma_data, positive=True)
+    sigma_data = check_finite("sigma_data", sigma_data, positive=True)
     sigma = jnp.broadcast_to(jnp.asarray(sigma, x0.dtype), x0.shape[:1])
     t = sde.log_snr_inverse(-jnp.log(sigma)).astype(x0.dtype)
     a = sde.mean_coeff(t)
@@ -179,8 +168,8 @@ def edm_loss(
         edm = sde.EDMSDE()
         loss = sde.edm_loss(precond.score_fn(edm), edm, x0, key).mean()
     """
-    p_mean = _check_real("p_mean", p_mean)
-    p_std = _check_real("p_std", p_std, positive=True)
+    p_mean = check_finite("p_mean", p_mean)
+    p_std = check_finite("p_std", p_std, positive=True)
     k_sigma, k_z = jax.random.split(key)
     log_sigma = p_mean + p_std * jax.random.normal(k_sigma, x0.shape[:1], x0.dtype)
     noise = jax.random.normal(k_z, x0.shape, x0.dtype)

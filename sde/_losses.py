@@ -65,15 +65,13 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._base import AbstractSDE, expand_time
-
-ScoreFn = Callable[[Array, Array], Array]
+from ._checks import check_eps
+from ._types import ScoreFn
 
 WEIGHTINGS = ("std2", "likelihood")
 TIME_SAMPLINGS = ("uniform", "stratified", "antithetic", "importance")
@@ -82,17 +80,6 @@ TIME_SAMPLINGS = ("uniform", "stratified", "antithetic", "importance")
 def _check_choice(name: str, value: object, accepted: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in accepted:
         raise ValueError(f"{name} must be one of {accepted}, got {name}={value!r}")
-
-
-def _check_eps(eps: object, sde: AbstractSDE) -> None:
-    try:
-        e = float(eps)  # type: ignore[arg-type]
-    except TypeError as err:
-        raise TypeError(
-            f"eps must be a concrete number in (0, T) = (0, {sde.T}), got eps={eps!r}"
-        ) from err
-    if not 0 < e < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got eps={eps!r}")
 
 
 def _check_batch(batch: object) -> None:
@@ -139,7 +126,7 @@ def sample_time(
         t, w = sde.sample_time(key, 128, sde=sde.VPSDE(), eps=1e-5, method="importance")
     """
     _check_batch(batch)
-    _check_eps(eps, sde)
+    check_eps(eps, sde)
     _check_choice("method", method, TIME_SAMPLINGS)
     if method == "antithetic" and batch % 2:
         raise ValueError(f"method='antithetic' needs an even batch, got batch={batch}")
@@ -235,7 +222,7 @@ def dsm_loss(
             "t_sampling='importance' samples t with density proportional to g^2/s^2 and "
             f"needs weighting='likelihood', got weighting={weighting!r}"
         )
-    _check_eps(eps, sde)
+    check_eps(eps, sde)
     k_t, k_z = jax.random.split(key)
     t, weight = sample_time(k_t, x0.shape[0], sde=sde, eps=eps, method=t_sampling, dtype=x0.dtype)
     noise = jax.random.normal(k_z, x0.shape, x0.dtype)

@@ -30,7 +30,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._base import AbstractSDE
 
-# The oracle is a reference: full float32 matmuls, never TF32 or bf16 passes (GPUs use
+# The oracle is a reference: full-precision matmuls, never TF32 or bf16 passes (GPUs use
 # reduced-precision matmuls by default, which made adaptive solves take 10x the steps).
 _EXACT = jax.lax.Precision.HIGHEST
 
@@ -39,7 +39,10 @@ class GaussianMixture(eqx.Module):
     """A Gaussian mixture data distribution ``p_0`` on ``R^D``.
 
     Give either ``covariances`` (``[K, D, D]``, symmetric positive definite) or
-    ``stds`` (a float or ``[K]``: isotropic components). Example::
+    ``stds`` (a float or ``[K]``: isotropic components). The parameters are computed in
+    float64 and stored in JAX's default float type at construction: float32, or float64
+    when ``jax_enable_x64`` is on (build the mixture under x64 for a float64 oracle).
+    Example::
 
         mix = sde.GaussianMixture(weights=[0.7, 0.3], means=[[-2.0, 0], [2, 0]],
                                   stds=0.5)
@@ -96,10 +99,11 @@ class GaussianMixture(eqx.Module):
                 raise ValueError(f"stds must be finite and > 0, got stds={s.tolist()}")
             lam = np.repeat(s[:, None] ** 2, d, axis=1)
             u = np.broadcast_to(np.eye(d), (k, d, d))
-        self.log_weights = jnp.asarray(np.log(w), dtype=jnp.float32)
-        self.means = jnp.asarray(mu, dtype=jnp.float32)
-        self.eigvals = jnp.asarray(lam, dtype=jnp.float32)
-        self.eigvecs = jnp.asarray(u, dtype=jnp.float32)
+        # JAX's default float: float32, or float64 under jax_enable_x64.
+        self.log_weights = jnp.asarray(np.log(w), dtype=float)
+        self.means = jnp.asarray(mu, dtype=float)
+        self.eigvals = jnp.asarray(lam, dtype=float)
+        self.eigvecs = jnp.asarray(u, dtype=float)
 
     @property
     def num_components(self) -> int:
@@ -160,12 +164,13 @@ def _components(mix: GaussianMixture, x: Array, a: Array, s: Array):
     return y, v, z, log_comp + mix.log_weights
 
 
-def _as_column(t: ArrayLike, n: int) -> Array:
-    return jnp.broadcast_to(jnp.asarray(t, dtype=jnp.float32), (n,))[:, None, None]
+def _as_column(t: ArrayLike, x: Array) -> Array:
+    t = jnp.asarray(t, dtype=jnp.result_type(x, float))
+    return jnp.broadcast_to(t, x.shape[:1])[:, None, None]
 
 
 def _mixture_log_prob(mix, x, a, s):
-    _, _, _, logits = _components(mix, x, _as_column(a, len(x)), _as_column(s, len(x)))
+    _, _, _, logits = _components(mix, x, _as_column(a, x), _as_column(s, x))
     return jax.nn.logsumexp(logits, axis=-1)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ._base import AbstractSDE, check_sigma_range
+from ._base import AbstractSDE
+from ._checks import check_sigma_range
 
 
 class VESDE(AbstractSDE):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from ._base import AbstractSDE, as_real
+from ._base import AbstractSDE
+from ._checks import as_real
 
 
 def _check_betas(beta_min, beta_max) -> tuple[float, float]:

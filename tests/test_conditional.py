@@ -18,6 +18,7 @@ Truths, all computed here in float64 NumPy and independent of the sampler code:
 
 import diffrax
 import equinox as eqx
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +26,6 @@ import pytest
 
 import samplers
 import sde
-from experiments import metrics
 
 EPS = 1e-3
 
@@ -183,7 +183,7 @@ def test_inpaint_mixture_when_known_coordinates_identify_the_component():
         xs = x[c * n // groups : (c + 1) * n // groups, 2:]
         r, m, cv, _ = mixture_conditional(means, covs, weights, [0, 1], ys[c])
         assert r[c] > 1 - 1e-12  # the component is identified
-        shares = metrics.mode_shares(xs, means[:, 2:])
+        shares = helpers.mode_shares(xs, means[:, 2:])
         # the exact conditional N(m_c, 0.09 I) puts < 1e-6 of its mass nearer another mode
         assert shares[c] == 1.0, f"group {c}: nearest-mode shares {shares}"
         a, s = float(forward.mean_coeff(EPS)), float(forward.std(EPS))
@@ -247,12 +247,16 @@ def test_resampling_removes_most_of_the_gaussian_bias():
     assert errors[10] < errors[1] / 3, errors
 
 
-def _run_small_inpaint(solver, corrector_steps, resample, x_known, key=0):
+def _small_inpaint_score():
     forward = sde.VESDE()
-    oracle = sde.MixtureOracle(sde.GaussianMixture.ring(4, radius=3.0, std=0.3), forward)
+    return sde.MixtureOracle(sde.GaussianMixture.ring(4, radius=3.0, std=0.3), forward).score
+
+
+def _run_small_inpaint(solver, corrector_steps, resample, x_known, key=0, score_fn=None):
+    forward = sde.VESDE()
     mask = jnp.array([[1, 0]] * 4 + [[0, 1]] * 4)
     x, stats = samplers.sample_inpaint(
-        score_fn=oracle.score,
+        score_fn=_small_inpaint_score() if score_fn is None else score_fn,
         sde=forward,
         x_known=x_known,
         mask=mask,
@@ -272,12 +276,13 @@ def test_inpaint_with_corrector_resampling_and_a_levy_area_solver():
     # ShARK needs space-time Levy area; corrector, resampling and denoising all on:
     # known values kept exactly, evaluations counted (5 steps x 2 passes x (2 + 1), + 1)
     x_known = jax.random.normal(jax.random.key(5), (8, 2))
-    size = samplers._conditional._sample_inpaint._cached._cache_size()
-    x1, stats = _run_small_inpaint(diffrax.ShARK(), 1, 2, x_known)
+    score_fn, traces = helpers.tracing_score(_small_inpaint_score())
+    x1, stats = _run_small_inpaint(diffrax.ShARK(), 1, 2, x_known, score_fn=score_fn)
     assert int(stats["nfe"]) == 5 * 2 * 3 + 1
+    compiled = len(traces)
     # new observations and a new key: no recompilation
-    x2, _ = _run_small_inpaint(diffrax.ShARK(), 1, 2, x_known + 1.0, key=1)
-    assert samplers._conditional._sample_inpaint._cached._cache_size() == size + 1
+    x2, _ = _run_small_inpaint(diffrax.ShARK(), 1, 2, x_known + 1.0, key=1, score_fn=score_fn)
+    assert compiled > 0 and len(traces) == compiled
     assert np.max(np.abs(x1 - x2)) > 1e-3
 
 
@@ -429,7 +434,7 @@ def test_guidance_zero_samples_the_class_and_minus_one_the_mixture():
     x, _ = samplers.sample_sde(
         score_fn=samplers.guided_score(cond.score, uncond.score, guidance=0.0), **kw
     )
-    shares = metrics.mode_shares(x, mix.means)
+    shares = helpers.mode_shares(x, mix.means)
     assert shares[cls] >= 0.99, shares
     a, s = float(forward.mean_coeff(EPS)), float(forward.std(EPS))
     mean = a * np.asarray(mix.means[cls])

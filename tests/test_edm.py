@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import diffrax
-import equinox as eqx
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,12 +24,9 @@ import sde
 EDM = sde.EDMSDE()
 EPS = 2e-3  # EDM's sigma_min
 SDES = {"edm": EDM, "vp": sde.VPSDE(), "ve": sde.VESDE()}
-GAUSSIAN = sde.GaussianMixture(
-    weights=[1.0], means=[[1.0, -0.5]], covariances=[[[0.5, 0.2], [0.2, 0.3]]]
-)
-RING_WEIGHTS = np.array([0.1, 0.2, 0.3, 0.4])
-# Unequal weights, modes 14 stds apart: nearest-mode shares equal the weights.
-RING = sde.GaussianMixture.ring(4, radius=3.0, std=0.3, weights=RING_WEIGHTS)
+GAUSSIAN = helpers.correlated_gaussian()
+RING_WEIGHTS = helpers.RING_WEIGHTS
+RING = helpers.ring()  # unequal weights, modes 14 stds apart: shares equal the weights
 
 
 # ---- the SDE ---------------------------------------------------------------------
@@ -98,6 +95,33 @@ def test_probability_flow_and_grids_run_to_T():
         assert float(ts[0]) == 80.0 and float(ts[-1]) == np.float32(EPS)
     with pytest.raises(ValueError, match="T=81"):
         samplers.karras_grid(EDM, 8, EPS, T=81)
+
+
+def test_eps_is_checked_against_the_sdes_own_T():
+    """0 < eps < sde.T with T = sigma_max = 80: eps = 2 is valid for EDMSDE in every
+    sampler, the likelihood and the loss, and eps = 80 is refused naming the range."""
+    oracle = sde.MixtureOracle(GAUSSIAN, EDM)
+    kw = dict(score_fn=oracle.score, sde=EDM, shape=(4, 2), key=jax.random.key(0), eps=2.0)
+    for sampler in (samplers.sample_ode, samplers.sample_sde, samplers.sample_pc):
+        x, _ = sampler(steps=3, **kw)
+        assert bool(jnp.all(jnp.isfinite(x)))
+    x, _ = samplers.sample_edm(steps=3, **kw)
+    assert bool(jnp.all(jnp.isfinite(x)))
+    x0 = jnp.ones((4, 2))
+    logp, _ = samplers.log_likelihood(
+        score_fn=oracle.score, sde=EDM, x=x0, key=jax.random.key(0), eps=2.0, steps=3
+    )
+    assert bool(jnp.all(jnp.isfinite(logp)))
+    loss = sde.dsm_loss(oracle.score, EDM, x0, jax.random.key(0), eps=2.0)
+    assert bool(jnp.all(jnp.isfinite(loss)))
+    refused = r"eps must lie in \(0, T\) = \(0, 80.0\), got eps=80.0"
+    for sampler in (samplers.sample_ode, samplers.sample_sde, samplers.sample_pc):
+        with pytest.raises(ValueError, match=refused):
+            sampler(**{**kw, "eps": 80.0, "steps": 3})
+    with pytest.raises(ValueError, match=refused):
+        samplers.sample_edm(**{**kw, "eps": 80.0, "steps": 3})
+    with pytest.raises(ValueError, match=refused):
+        sde.dsm_loss(oracle.score, EDM, x0, jax.random.key(0), eps=80.0)
 
 
 def test_log_likelihood_with_T_sigma_max():
@@ -264,51 +288,42 @@ def test_precond_around_a_network_trains():
 # ---- the samplers ----------------------------------------------------------------
 
 
-class _Counter:
-    evaluations = 0
-
-
-def _counting(score_fn):
-    def counted(x, t):
-        jax.debug.callback(lambda: setattr(_Counter, "evaluations", _Counter.evaluations + 1))
-        return score_fn(x, t)
-
-    return counted
-
-
 @pytest.mark.parametrize(
     "kwargs, nfe",
     [
-        (dict(steps=18), 35),  # EDM, CIFAR-10: 18 steps, 35 NFE
-        (dict(steps=5, s_churn=10.0, s_tmin=0.05, s_tmax=50.0), 9),
-        (dict(steps=1), 1),
-        (dict(steps=6, heun=False), 6),
-        (dict(ts=samplers.karras_grid(EDM, 7, EPS)), 15),
+        (dict(steps=17, denoise=True, eps=EPS), 35),  # EDM, CIFAR-10: 18 levels, 35 NFE
+        (dict(steps=18), 36),
+        (dict(steps=4, denoise=True, s_churn=10.0, s_tmin=0.05, s_tmax=50.0), 9),
+        (dict(steps=0, denoise=True), 1),
+        (dict(steps=5, denoise=True, solver=diffrax.Euler()), 6),
+        (dict(steps=6, solver=diffrax.Euler()), 6),
+        (dict(ts=samplers.karras_grid(EDM, 7, EPS), denoise=True), 15),
     ],
-    ids=["heun-18", "churn-5", "one-step", "euler-6", "ts-8-levels"],
+    ids=["heun-17-denoise", "heun-18", "churn-4", "one-step", "euler-5-denoise", "euler-6", "ts-8"],
 )
-def test_nfe_is_2n_minus_1_counted_at_run_time(kwargs, nfe):
+def test_nfe_counted_at_run_time(kwargs, nfe):
+    """N steps cost 2N evaluations with Heun, N with Euler, one more with denoise."""
     oracle = sde.MixtureOracle(RING, EDM)
-    _Counter.evaluations = 0
+    counted, counter = helpers.counting_score(oracle.score)
     x, stats = samplers.sample_edm(
-        score_fn=_counting(oracle.score), sde=EDM, shape=(4, 2), key=jax.random.key(0), **kwargs
+        score_fn=counted, sde=EDM, shape=(4, 2), key=jax.random.key(0), **kwargs
     )
-    jax.block_until_ready(x)
-    jax.effects_barrier()
-    assert int(stats["nfe"]) == _Counter.evaluations == nfe
+    assert int(stats["nfe"]) == counter.after(x) == nfe
 
 
 def test_steps_is_the_karras_grid_then_zero():
-    """steps=N is ts=karras_grid(sde, N - 1, eps) followed by the Euler step to sigma = 0,
+    """steps=N is ts=karras_grid(sde, N, eps); denoise adds the Euler step to sigma = 0,
     which is Tweedie's denoiser at the last level."""
     oracle = sde.MixtureOracle(RING, EDM)
     kw = dict(score_fn=oracle.score, sde=EDM, shape=(32, 2), key=jax.random.key(0))
-    x, _ = samplers.sample_edm(steps=10, **kw)
+    x, _ = samplers.sample_edm(steps=9, eps=EPS, denoise=True, **kw)
     ts = samplers.karras_grid(EDM, 9, EPS)
-    x_ts, _ = samplers.sample_edm(ts=ts, **kw)
+    x_ts, _ = samplers.sample_edm(ts=ts, denoise=True, **kw)
     np.testing.assert_allclose(x, x_ts, rtol=1e-6, atol=1e-6)  # grid built in or out of jit
-    x_last, _ = samplers.sample_edm(ts=ts, denoise=False, **kw)
+    x_last, _ = samplers.sample_edm(ts=ts, **kw)
     np.testing.assert_allclose(x, oracle.denoiser(x_last, ts[-1]), rtol=1e-5, atol=1e-5)
+    x_steps, _ = samplers.sample_edm(steps=9, eps=EPS, **kw)
+    np.testing.assert_allclose(x_steps, x_last, rtol=1e-6, atol=1e-6)
 
 
 def test_deterministic_heun_is_diffrax_heun_for_edm():
@@ -376,16 +391,25 @@ def test_heun_global_order_is_two(name, grid, steps):
 
 
 def test_stochastic_sampler_matches_the_mixture():
-    """Algorithm 2 with churn on every level (gamma = S_churn/N = 0.078) and the exact
-    score: mode shares, within-mode means and variances of x_0 match the mixture within
-    4 standard errors (n = 8000). At 128 steps the bias of the within-mode variance was
-    measured at +0.5% and +0.7% (n = 200,000), below its 1.6% standard error here. Churn
-    switched off by its range gives the deterministic sampler."""
+    """Algorithm 2 with churn on every level (gamma = S_churn/N = 0.078, N = 128 levels)
+    and the exact score: mode shares, within-mode means and variances of x_0 match the
+    mixture within 4 standard errors (n = 8000). At 128 levels the bias of the
+    within-mode variance was measured at +0.5% and +0.7% (n = 200,000), below its 1.6%
+    standard error here. Churn switched off by its range gives the deterministic
+    sampler."""
     oracle = sde.MixtureOracle(RING, EDM)
-    n, steps = 8000, 128
-    kw = dict(score_fn=oracle.score, sde=EDM, shape=(n, 2), key=jax.random.key(1), steps=steps)
+    n, steps = 8000, 127
+    kw = dict(
+        score_fn=oracle.score,
+        sde=EDM,
+        shape=(n, 2),
+        key=jax.random.key(1),
+        steps=steps,
+        eps=EPS,
+        denoise=True,
+    )
     x, stats_ = samplers.sample_edm(s_churn=10.0, **kw)
-    assert int(stats_["nfe"]) == 2 * steps - 1
+    assert int(stats_["nfe"]) == 2 * steps + 1
     x_det, _ = samplers.sample_edm(**kw)
     assert float(jnp.max(jnp.abs(x - x_det))) > 0.1  # the churn noise did act
     # No level inside [S_tmin, S_tmax]: gamma = 0 everywhere, the deterministic sampler.
@@ -403,16 +427,7 @@ def test_stochastic_sampler_matches_the_mixture():
 
 
 def test_second_key_compiles_nothing():
-    traces = []
-
-    class Traced(eqx.Module):
-        oracle: sde.MixtureOracle
-
-        def __call__(self, x, t):
-            traces.append(1)  # runs only while tracing
-            return self.oracle.score(x, t)
-
-    score_fn = Traced(sde.MixtureOracle(RING, EDM))
+    score_fn, traces = helpers.tracing_score(sde.MixtureOracle(RING, EDM).score)
     kw = dict(score_fn=score_fn, sde=EDM, shape=(8, 2), steps=6, s_churn=5.0)
     samplers.sample_edm(key=jax.random.key(0), **kw)
     n = len(traces)
@@ -433,7 +448,8 @@ def test_second_key_compiles_nothing():
         (dict(s_tmin=2.0, s_tmax=1.0), "s_tmax=1.0"),
         (dict(s_noise=math.nan), "s_noise=nan"),
         (dict(rho=0.0), "rho=0.0"),
-        (dict(heun=1), "heun=1"),
+        (dict(solver=diffrax.Tsit5()), r"solver=Tsit5\(\)"),
+        (dict(solver=diffrax.HalfSolver(diffrax.Heun())), r"solver=HalfSolver\(\)"),
         (dict(denoise="yes"), "denoise='yes'"),
         (dict(sde=sde.GaussianMixture.ring(2)), "sde must be"),
     ],

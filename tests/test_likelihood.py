@@ -28,7 +28,8 @@ MIXTURES = {
     "2d": lambda: sde.GaussianMixture.ring(4, radius=2.0, std=0.4, weights=[0.1, 0.2, 0.3, 0.4]),
     "16d": _mixture_16d,
 }
-# Hyper-parameters with a negligible prior mismatch (see DESIGN.md).
+# Hyper-parameters whose prior p_T matches N(0, prior_std^2 I) to a negligible
+# mismatch (beta_max = 40: a(1) ~ 5e-5; sigma_max = 1000 against data of scale ~3).
 SDES = {
     "vp": lambda: sde.VPSDE(beta_max=40.0),
     "subvp": lambda: sde.SubVPSDE(beta_max=40.0),

@@ -2,7 +2,7 @@
 probability-flow map of a single Gaussian."""
 
 import diffrax
-import equinox as eqx
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,23 +10,12 @@ import pytest
 
 import samplers
 import sde
-from experiments import metrics
 
-WEIGHTS = [0.1, 0.2, 0.3, 0.4]
+WEIGHTS = helpers.RING_WEIGHTS
 EPS = 1e-3
 
-
-@pytest.fixture(scope="module")
-def ring():
-    # Unequal weights, modes 14 stds apart: nearest-mode shares equal the weights.
-    return sde.GaussianMixture.ring(4, radius=3.0, std=0.3, weights=WEIGHTS)
-
-
-@pytest.fixture(scope="module")
-def gaussian():
-    cov = np.array([[[0.5, 0.2], [0.2, 0.3]]])
-    return sde.GaussianMixture(weights=[1.0], means=[[1.0, -0.5]], covariances=cov)
-
+# The fixtures ``ring`` (four unequal-weight modes whose nearest-mode shares equal the
+# weights) and ``gaussian`` (one correlated 2-D Gaussian) come from conftest.py.
 
 SAMPLERS = {
     "ode": lambda **kw: samplers.sample_ode(**kw),
@@ -36,11 +25,11 @@ SAMPLERS = {
 
 
 def _check_against_exact(x, oracle, mixture, key):
-    shares = metrics.mode_shares(x, mixture.means)
-    tv = metrics.total_variation(shares, WEIGHTS)
+    shares = helpers.mode_shares(x, mixture.means)
+    tv = helpers.total_variation(shares, WEIGHTS)
     assert tv <= 0.025, f"mode shares {shares} vs weights {WEIGHTS}: TV {tv:.4f}"
     exact = oracle.sample(jax.random.fold_in(key, 1), 1500, EPS)
-    _, p = metrics.mmd_test(x[:1500], exact, jax.random.fold_in(key, 2), 200)
+    _, p = helpers.mmd_test(x[:1500], exact, jax.random.fold_in(key, 2), 200)
     assert p > 0.01, f"MMD permutation test rejects exact samples: p={p:.3f}"
 
 
@@ -76,13 +65,33 @@ def test_pc_without_corrector_is_the_reverse_sde(ring):
     x_pc, st_pc = samplers.sample_pc(corrector_steps=0, **kw)
     np.testing.assert_array_equal(np.asarray(x_sde), np.asarray(x_pc))
     assert int(st_sde["nfe"]) == int(st_pc["nfe"]) == 50
+    x_none, st_none = samplers.sample_pc(corrector=None, **kw)
+    np.testing.assert_array_equal(np.asarray(x_sde), np.asarray(x_none))
+    assert int(st_none["nfe"]) == 50
     x_pc1, st_pc1 = samplers.sample_pc(corrector_steps=1, **kw)
     assert int(st_pc1["nfe"]) == 100
     assert not np.allclose(np.asarray(x_pc1), np.asarray(x_sde))
 
 
-def _fitted_order(errors, steps):
-    return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+def test_pc_corrector_object_equals_its_numbers(ring):
+    """corrector=LangevinCorrector(snr, n_steps) is snr=/corrector_steps= and, with the
+    default numbers, the default; giving both forms is refused."""
+    vp = sde.VPSDE()
+    oracle = sde.MixtureOracle(ring, vp)
+    kw = dict(score_fn=oracle.score, sde=vp, shape=(64, 2), key=jax.random.key(3), steps=20)
+    x_obj, st_obj = samplers.sample_pc(
+        corrector=samplers.LangevinCorrector(snr=0.2, n_steps=2), **kw
+    )
+    x_num, st_num = samplers.sample_pc(snr=0.2, corrector_steps=2, **kw)
+    np.testing.assert_array_equal(np.asarray(x_obj), np.asarray(x_num))
+    assert int(st_obj["nfe"]) == int(st_num["nfe"]) == 20 * 3
+    x_default, _ = samplers.sample_pc(**kw)
+    x_given, _ = samplers.sample_pc(corrector=samplers.LangevinCorrector(snr=0.16, n_steps=1), **kw)
+    np.testing.assert_array_equal(np.asarray(x_default), np.asarray(x_given))
+    with pytest.raises(ValueError, match="give either corrector= or snr=/corrector_steps="):
+        samplers.sample_pc(corrector=samplers.LangevinCorrector(), snr=0.2, **kw)
+    with pytest.raises(ValueError, match="corrector must be a samplers.AbstractCorrector"):
+        samplers.sample_pc(corrector="langevin", **kw)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +112,7 @@ def test_ode_convergence_order(solver, order, gaussian):
             score_fn=oracle.score, sde=vp, shape=shape, key=key, solver=solver, steps=n, eps=EPS
         )
         errors.append(float(jnp.max(jnp.abs(x - exact))))
-    assert abs(_fitted_order(errors, steps) - order) <= 0.3, errors
+    assert abs(helpers.fitted_order(errors, steps) - order) <= 0.3, errors
 
 
 def test_adaptive_ode_reaches_tolerance(gaussian):
@@ -200,18 +209,6 @@ def test_denoise_is_tweedie(ring):
     assert int(st_den["nfe"]) == int(st["nfe"]) + 1
 
 
-class _Counter:
-    evaluations = 0
-
-
-def _counting(score_fn):
-    def counted(x, t):
-        jax.debug.callback(lambda: setattr(_Counter, "evaluations", _Counter.evaluations + 1))
-        return score_fn(x, t)
-
-    return counted
-
-
 @pytest.mark.parametrize(
     "call",
     [
@@ -224,6 +221,10 @@ def _counting(score_fn):
         lambda **kw: samplers.sample_sde(solver=diffrax.SPaRK(), rtol=1e-2, atol=1e-2, **kw),
         lambda **kw: samplers.sample_pc(steps=9, corrector_steps=2, denoise=True, **kw),
         lambda **kw: samplers.sample_pc(solver=diffrax.ShARK(), steps=9, **kw),
+        lambda **kw: samplers.sample_pc(
+            steps=9, corrector=samplers.LangevinCorrector(n_steps=3), **kw
+        ),
+        lambda **kw: samplers.sample_pc(solver=diffrax.Heun(), steps=9, corrector=None, **kw),
         lambda score_fn, sde, shape, key: samplers.log_likelihood(
             score_fn=score_fn, sde=sde, x=jnp.ones(shape), key=key
         ),
@@ -247,6 +248,8 @@ def _counting(score_fn):
         "sde-spark-adaptive",
         "pc-denoise",
         "pc-shark",
+        "pc-corrector-object",
+        "pc-heun-no-corrector",
         "likelihood-exact",
         "likelihood-hutchinson",
     ],
@@ -255,26 +258,15 @@ def test_nfe_counts_actual_score_evaluations(call, ring):
     """stats['nfe'] equals the evaluations counted by a host callback at run time."""
     vp = sde.VPSDE()
     oracle = sde.MixtureOracle(ring, vp)
-    _Counter.evaluations = 0
-    out, stats = call(score_fn=_counting(oracle.score), sde=vp, shape=(6, 2), key=jax.random.key(1))
-    jax.block_until_ready(out)
-    jax.effects_barrier()
-    assert int(stats["nfe"]) == _Counter.evaluations
+    counted, counter = helpers.counting_score(oracle.score)
+    out, stats = call(score_fn=counted, sde=vp, shape=(6, 2), key=jax.random.key(1))
+    assert int(stats["nfe"]) == counter.after(out)
 
 
 def test_second_key_compiles_nothing(ring):
     vp = sde.VPSDE()
     oracle = sde.MixtureOracle(ring, vp)
-    traces = []
-
-    class Traced(eqx.Module):
-        oracle: sde.MixtureOracle
-
-        def __call__(self, x, t):
-            traces.append(1)  # runs only while tracing
-            return self.oracle.score(x, t)
-
-    score_fn = Traced(oracle)
+    score_fn, traces = helpers.tracing_score(oracle.score)
     for fn in (samplers.sample_ode, samplers.sample_sde, samplers.sample_pc):
         kw = {} if fn is samplers.sample_ode else {"steps": 20}
         fn(score_fn=score_fn, sde=vp, shape=(8, 2), key=jax.random.key(0), **kw)
@@ -339,3 +331,53 @@ def test_grid_brownian_path_increments():
         draws.append(np.asarray(out.W) / np.sqrt(dt))
     corr = np.corrcoef(np.stack(draws))
     assert np.max(np.abs(corr - np.eye(4))) < 4 / np.sqrt(4000)  # independent steps
+
+
+def test_float64_end_to_end():
+    """Under x64 the time grid, the Brownian increments and a mixture built there are
+    float64: sample_ode (Heun) and sample_sde (Euler-Maruyama) on a float64 grid that
+    float32 cannot hold equal the same schemes stepped by hand in float64, and the
+    16-D oracle's denoiser equals Tweedie's (x + s^2 score)/a, to float64 round-off.
+    (With the grid cast to float32 the samplers moved by 4e-7 to 5e-6; with float32
+    mixture parameters denoiser and Tweedie disagreed by up to 6e-6.)"""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        means = rng.normal(size=(5, 16))
+        mix = sde.GaussianMixture(weights=[0.1, 0.15, 0.2, 0.25, 0.3], means=means, stds=0.7)
+        assert mix.means.dtype == mix.eigvecs.dtype == jnp.float64
+        vp = sde.VPSDE()
+        oracle = sde.MixtureOracle(mix, vp)
+
+        t = jnp.linspace(0.05, 0.95, 64)
+        x = oracle.sample(jax.random.key(0), 64, t)
+        a, s = (v[:, None] for v in vp.marginal(t))
+        tweedie = (x + s**2 * oracle.score(x, t)) / a
+        np.testing.assert_allclose(oracle.denoiser(x, t), tweedie, rtol=0, atol=1e-11 / a.min())
+
+        ts = np.geomspace(1.0, EPS, 8)  # 7 steps, not float32 numbers
+        key, shape = jax.random.key(1), (32, 16)
+        drift = samplers.reverse_pf_drift(oracle.score, vp)
+        s_grid = -jnp.asarray(ts)
+
+        x_ode, _ = samplers.sample_ode(
+            score_fn=oracle.score, sde=vp, shape=shape, key=key, solver=diffrax.Heun(), ts=ts
+        )
+        y = vp.prior_sample(key, shape)  # the draw sample_ode makes
+        for s0, s1 in zip(s_grid[:-1], s_grid[1:], strict=True):
+            k1 = drift(s0, y, None)
+            k2 = drift(s1, y + (s1 - s0) * k1, None)
+            y = y + (s1 - s0) * (0.5 * k1 + 0.5 * k2)
+        assert x_ode.dtype == jnp.float64
+        np.testing.assert_allclose(x_ode, y, rtol=0, atol=1e-12)
+
+        x_sde, _ = samplers.sample_sde(score_fn=oracle.score, sde=vp, shape=shape, key=key, ts=ts)
+        prior_key, path_key, _ = jax.random.split(key, 3)  # sample_sde's key split
+        path = samplers.GridBrownianPath(shape, path_key, s_grid)
+        terms = samplers.reverse_sde_terms(oracle.score, vp, path)
+        y = vp.prior_sample(prior_key, shape)
+        for s0, s1 in zip(s_grid[:-1], s_grid[1:], strict=True):
+            dw = path.evaluate(s0, s1)
+            assert dw.dtype == jnp.float64
+            y = y + terms.terms[0].vf(s0, y, None) * (s1 - s0) + vp.diffusion(-s0) * dw
+        assert x_sde.dtype == jnp.float64
+        np.testing.assert_allclose(x_sde, y, rtol=0, atol=1e-12)

@@ -21,8 +21,9 @@ import sde
 
 F32_EPS = float(np.finfo(np.float32).eps)  # 1.19e-7
 
-# (kind, hyper-parameters): the defaults, the likelihood settings of the design brief, and
-# edge cases (constant beta, beta_min = 0, a small sigma ratio).
+# (kind, hyper-parameters): the defaults, the likelihood settings (beta_max = 40,
+# sigma_max = 1000: a negligible prior mismatch), and edge cases (constant beta,
+# beta_min = 0, a small sigma ratio).
 CASES = [
     ("vp", dict(beta_min=0.1, beta_max=20.0)),
     ("vp", dict(beta_min=0.1, beta_max=40.0)),

@@ -1,11 +1,10 @@
-"""Pieces shared by every sampler: time grids, the reverse-time map, step control,
-the additive-noise term and the count of score evaluations."""
+"""How a sampler steps: the time grid, step control, the Brownian path it draws its
+noise from, and the count of score evaluations a solve spent."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 
 import diffrax
 import equinox as eqx
@@ -13,21 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
-import sde as sde_lib
-
 from ._brownian import GridBrownianPath
-
-ScoreFn = Callable[[Array, Array], Array]
-
-# Every sampler integrates the reverse process forward in s = -t, from s = -T to
-# s = -eps. Solvers then always step forwards, which sidesteps diffrax issue #598
-# (ShARK, SRA1 and SEA are wrong with t0 > t1 in diffrax 0.7.2), and the reverse-time
-# Brownian motion becomes an ordinary Brownian motion in s.
-
-
-def check_eps(eps: float, name: str = "eps") -> None:
-    if isinstance(eps, int | float) and not 0 < eps < sde_lib.AbstractSDE.T:
-        raise ValueError(f"{name} must lie in (0, T) = (0, 1), got {name}={eps!r}")
 
 
 def check_tolerances(rtol: float, atol: float) -> None:
@@ -36,21 +21,28 @@ def check_tolerances(rtol: float, atol: float) -> None:
             raise ValueError(f"{name} must lie in (0, 1), got {name}={v!r}")
 
 
+def check_steps(steps, *, low: int = 1, hint: str = "") -> None:
+    """``steps`` must be a Python integer ``>= low`` (it fixes an array's length)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < low:
+        raise ValueError(f"steps must be an integer >= {low}{hint}, got steps={steps!r}")
+
+
 def time_grid(steps: int | None, ts: ArrayLike | None, t_start: float, t_end: float):
     """The fixed grid in t from ``t_start`` to ``t_end``, or ``None`` (adaptive).
 
     ``steps=N`` gives ``N`` uniform steps; ``ts`` is used as given (its end points
-    override ``t_start`` and ``t_end``) and must run in the same direction.
+    override ``t_start`` and ``t_end``) and must run in the same direction. Either
+    way the grid has JAX's default float type (float64 under ``jax_enable_x64``), so
+    that the time arithmetic is done at the state's precision.
     """
     if steps is not None and ts is not None:
         raise ValueError("give at most one of steps= and ts=, got both")
     if steps is not None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got steps={steps!r}")
+        check_steps(steps)
         return jnp.linspace(t_start, t_end, steps + 1)
     if ts is None:
         return None
-    ts = jnp.asarray(ts, dtype=jnp.float32)
+    ts = jnp.asarray(ts, dtype=float)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-D grid of >= 2 times, got shape {ts.shape}")
     direction = 1.0 if t_end > t_start else -1.0
@@ -76,6 +68,17 @@ def batch_max_rms(y: PyTree[Array]) -> Array:
     return jnp.sqrt(jnp.max(sq) / n)
 
 
+def check_adaptive(solver: diffrax.AbstractSolver) -> None:
+    """Adaptive steps need an error estimate; say what to pass instead."""
+    if not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        name = type(solver).__name__
+        raise ValueError(
+            f"{name}() has no error estimate, so it takes fixed steps only (adaptive steps "
+            "need a solver with an error estimate, e.g. Tsit5(), Heun(), SPaRK()): pass "
+            "steps=N or ts=... (e.g. samplers.log_snr_grid(sde, N))"
+        )
+
+
 def stepping(grid, rtol: float, atol: float, span: float, s_grid: bool = True):
     """``(stepsize_controller, dt0)`` for a fixed grid or adaptive control.
 
@@ -88,37 +91,20 @@ def stepping(grid, rtol: float, atol: float, span: float, s_grid: bool = True):
     return diffrax.PIDController(rtol=rtol, atol=atol, norm=batch_max_rms), span / 100
 
 
-def reverse_pf_drift(score_fn: ScoreFn, sde):
-    """The probability-flow ODE as a vector field in ``s = -t``."""
-
-    def vf(s, x, args):
-        t = jnp.full(x.shape[:1], -s, dtype=x.dtype)
-        g2 = sde_lib.expand_time(sde.diffusion(t) ** 2, x)
-        return -(sde.drift(x, t) - 0.5 * g2 * score_fn(x, t))
-
-    return vf
-
-
-class AdditiveNoiseTerm(diffrax.AbstractTerm):
-    r"""``g(t) dW_s`` with ``t = -s``: a scalar diffusion times a Brownian motion of the
-    state's shape. It does not depend on the state, so the additive-noise stochastic
-    Runge-Kutta solvers (ShARK, SRA1, SEA, SPaRK) apply."""
-
-    sde: sde_lib.AbstractSDE
-    path: diffrax.AbstractBrownianPath
-
-    def vf(self, t, y, args):
-        return jnp.broadcast_to(self.sde.diffusion(-t), jnp.shape(y)).astype(y.dtype)
-
-    def contr(self, t0, t1, **kwargs):
-        return self.path.evaluate(t0, t1, **kwargs)
-
-    def prod(self, vf, control):
-        return vf * control
+def bind(solver: diffrax.AbstractSolver, sde) -> diffrax.AbstractSolver:
+    """The solver with the SDE handed over, for the solvers built on it (this library's
+    exponential integrators define ``bind_sde``); any other solver as it is."""
+    return solver.bind_sde(sde) if hasattr(solver, "bind_sde") else solver
 
 
 def brownian_path(shape, key, solver, t0, t1, grid, tol: float):
-    """Pre-split per-step keys on a fixed grid (in s); a virtual tree for adaptive steps."""
+    """Pre-split per-step keys on a fixed grid (in s); a virtual tree for adaptive steps.
+
+    The path carries the Lévy area the innermost solver needs (ShARK, SRA1:
+    space-time), through any wrappers (``diffrax.AbstractWrappedSolver``: HalfSolver,
+    :class:`samplers.PredictorCorrector`)."""
+    while isinstance(solver, diffrax.AbstractWrappedSolver):
+        solver = solver.solver
     levy = getattr(solver, "minimal_levy_area", diffrax.BrownianIncrement)
     if levy is diffrax.AbstractSpaceTimeLevyArea:
         levy = diffrax.SpaceTimeLevyArea
@@ -131,17 +117,6 @@ def brownian_path(shape, key, solver, t0, t1, grid, tol: float):
     if levy is diffrax.SpaceTimeTimeLevyArea:
         return diffrax.UnsafeBrownianPath(shape, key, levy_area=levy)
     return GridBrownianPath(shape, key, grid, levy_area=levy)
-
-
-def reverse_sde_terms(score_fn: ScoreFn, sde, path) -> diffrax.MultiTerm:
-    """The reverse SDE ``dx = -(f - g^2 score) ds + g dW_s`` in ``s = -t``."""
-
-    def drift(s, x, args):
-        t = jnp.full(x.shape[:1], -s, dtype=x.dtype)
-        g2 = sde_lib.expand_time(sde.diffusion(t) ** 2, x)
-        return -(sde.drift(x, t) - g2 * score_fn(x, t))
-
-    return diffrax.MultiTerm(diffrax.ODETerm(drift), AdditiveNoiseTerm(sde, path))
 
 
 def evaluations_per_step(solver) -> tuple[int, int] | None:
@@ -191,11 +166,3 @@ def count_evaluations(solver, num_steps: Array) -> Array:
         return jnp.full_like(num_steps, -1)
     k, first = per_step
     return k * num_steps + first
-
-
-def tweedie_denoise(score_fn: ScoreFn, sde, x: Array, t: float) -> Array:
-    r"""One final denoising step :math:`E[x_0 | x_t] = (x_t + s^2 \nabla\log p_t)/a`."""
-    tb = jnp.full(x.shape[:1], t, dtype=x.dtype)
-    a, s = sde.marginal(tb)
-    a, s = sde_lib.expand_time(a, x), sde_lib.expand_time(s, x)
-    return (x + s**2 * score_fn(x, tb)) / a

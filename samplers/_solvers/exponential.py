@@ -1,5 +1,6 @@
 r"""Exponential integrators: DDIM and DPM-Solver++ (2M, 3M, 2S) for the probability-flow
-ODE, SDE-DPM-Solver++(2M) for the reverse SDE. (UniPC is in :mod:`samplers._unipc`.)
+ODE. (SDE-DPM-Solver++(2M), for the reverse SDE, is in ``sde_dpmpp.py``; UniPC in
+``unipc.py``.)
 
 For a linear SDE with kernel :math:`x_t = a(t) x_0 + s(t) z`, Tweedie's formula turns
 the score into a data prediction :math:`\hat x_0(x, t) = (x + s^2 \nabla\log p_t)/a`,
@@ -32,8 +33,8 @@ approximate the derivatives :math:`\hat x_0^{(k)}` (Lu, Zhou, Bao, Chen, Li and 
 - :class:`DPMSolverPP3M`: two backward differences.
 - :class:`DPMSolverPP2S`: singlestep; a second evaluation at the midpoint in
   :math:`\lambda` (Lu et al. 2022, Algorithm 1). Two evaluations per step.
-- :class:`SDEDPMSolverPP2M`: the same construction for the reverse SDE, whose linear
-  drift and Gaussian noise are integrated exactly (see its docstring).
+- :class:`SDEDPMSolverPP2M` (``sde_dpmpp.py``): the same construction for the reverse
+  SDE, whose linear drift and Gaussian noise are integrated exactly.
 
 **Interface.** These are diffrax solvers for the ODE term that
 :func:`samplers.sample_ode` builds, :math:`dx/ds = v(s, x) = -(f x - \tfrac12 g^2
@@ -66,6 +67,7 @@ import numbers
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -286,6 +288,9 @@ class DPMSolverPP2M(_AbstractExponentialSolver):
         return jnp.where(count >= 1, second, _first_order(h, m0))
 
 
+_3M_VARIANTS = ("taylor", "kdiffusion")
+
+
 class DPMSolverPP3M(_AbstractExponentialSolver):
     r"""DPM-Solver++(3M): third-order multistep exponential integrator in
     data-prediction form.
@@ -302,25 +307,51 @@ class DPMSolverPP3M(_AbstractExponentialSolver):
     .. math:: x_i = \frac{s_i}{s_{i-1}}\, x_{i-1}
         + a_i\left(\varphi_1(h)\, m_0 + \varphi_2(h)\, D_1 + \varphi_3(h)\, D_2\right).
 
-    The first step is a :class:`DDIM` step, the second a :class:`DPMSolverPP2M` step.
-    One score evaluation per step; fixed steps only.
+    (Expanding :math:`m_1, m_2` about :math:`\lambda_0` gives
+    :math:`D_{1,0} - D_{1,1} = \tfrac12 (r_0 + r_1) h^2 \hat x_0'' + O(h^3)`, hence the
+    factor 2.) The first step is a :class:`DDIM` step, the second a
+    :class:`DPMSolverPP2M` step. One score evaluation per step; fixed steps only.
 
-    Note: the DPM-Solver reference code (``multistep_dpm_solver_third_update``), and
-    the ports of it, use half of this :math:`D_2` (no factor 2), so their
-    :math:`\hat x_0''` term is half the exact one (:math:`h^3/12` instead of
-    :math:`h^3/6`): that variant measured global order ~2 on the exact Gaussian flow,
-    this one ~3 (see ``tests/test_exponential.py``). On grids uniform in
-    :math:`\lambda` this solver showed order ~4 before reaching the float32 floor
-    (a small leading error constant), order ~3 on Karras and quadratic grids.
-    Example::
+    ``variant="kdiffusion"`` is the other update in use: the DPM-Solver reference code
+    (``multistep_dpm_solver_third_update``) and k-diffusion's ``sample_dpmpp_3m_sde``
+    (with ``eta=0``) take :math:`D_2 = (D_{1,0} - D_{1,1})/(r_0 + r_1)`, half the
+    Taylor-consistent one, so their :math:`\hat x_0''` term is :math:`h^3/12` instead
+    of :math:`h^3/6`; k-diffusion's second step is the Taylor step
+    :math:`\varphi_1(h)\, m_0 + \varphi_2(h)\, D_{1,0}` rather than the 2M one. It
+    reproduces k-diffusion's sampler on the same grid (for :class:`sde.EDMSDE`, whose
+    :math:`a = 1` is k-diffusion's setting; on another SDE, the same scheme in the
+    scaled variable). It is second order (measured on the exact Gaussian flow: 2.0-2.2
+    on log-SNR grids, 1.6-1.7 on Karras grids of 32-256 steps, 2.0 from 64 to 512;
+    ``tests/test_exponential.py``), against ~3 for the default ``"taylor"``, yet on
+    Karras grids of 5-40 steps it was as accurate or more; on log-SNR grids the
+    default is the more accurate from 10 steps.
+
+    On grids uniform in :math:`\lambda` the default showed order ~4 before reaching the
+    float32 floor (a small leading error constant), order ~3 on Karras and quadratic
+    grids. Example::
 
         x, stats = samplers.sample_ode(score_fn=score, sde=vp, shape=(64, 2), key=key,
                                        solver=samplers.DPMSolverPP3M(),
                                        ts=samplers.log_snr_grid(vp, 10))
+
+    Args:
+        variant: ``"taylor"`` (default: the Taylor-consistent update, order 3) or
+            ``"kdiffusion"`` (the DPM-Solver authors' and k-diffusion's update).
     """
+
+    variant: str = eqx.field(static=True, default="taylor")
 
     _history: ClassVar[int] = 2
     _order: ClassVar[int] = 3
+
+    def __check_init__(self):
+        if not isinstance(self.variant, str) or self.variant not in _3M_VARIANTS:
+            raise ValueError(
+                f"variant must be 'taylor' or 'kdiffusion', got variant={self.variant!r}"
+            )
+
+    def order(self, terms) -> int:
+        return 3 if self.variant == "taylor" else 2
 
     def _update(self, h, lam0, m0, ms, lams, count):
         (m1, m2), (lam1, lam2) = ms, (lams[0], lams[1])
@@ -330,9 +361,13 @@ class DPMSolverPP3M(_AbstractExponentialSolver):
         d1_0 = (m0 - m1) / r0
         d1_1 = (m1 - m2) / r1
         d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-        d2 = 2.0 * (d1_0 - d1_1) / (r0 + r1)
+        if self.variant == "taylor":
+            d2 = 2.0 * (d1_0 - d1_1) / (r0 + r1)
+            second = _second_order_multistep(h, lam0, m0, m1, lam1, count >= 1)
+        else:
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            second = _phi1(h) * m0 + _phi2(h) * d1_0
         third = _phi1(h) * m0 + _phi2(h) * d1 + _phi3(h) * d2
-        second = _second_order_multistep(h, lam0, m0, m1, lam1, count >= 1)
         first = _first_order(h, m0)
         return jnp.where(count >= 2, third, jnp.where(count >= 1, second, first))
 
@@ -404,87 +439,3 @@ class DPMSolverPP2S(_ExponentialSolverBase):
         y1 = sde.std(t_next) / std0 * y0 + sde.mean_coeff(t_next) * _phi1(h) * d
         y1 = y1.astype(y0.dtype)
         return y1, None, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
-
-
-class SDEDPMSolverPP2M(_ExponentialSolverBase, diffrax.AbstractItoSolver):
-    r"""SDE-DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", §5 and App.): a
-    second-order multistep exponential integrator of the *reverse SDE* in
-    data-prediction form.
-
-    The reverse SDE :math:`dx = [f x - g^2 \nabla\log p_t]\,dt + g\, d\bar w` with
-    :math:`\nabla\log p_t = (a \hat x_0 - x)/s^2` reads, with
-    :math:`d\log s/dt = f + g^2/(2s^2)` and :math:`d\lambda/dt = -g^2/(2s^2)`,
-
-    .. math:: dx = \left[\left(\frac{d\log s}{dt} - \frac{d\lambda}{dt}\right) x
-        + 2 a \frac{d\lambda}{dt}\, \hat x_0\right] dt + g\, d\bar w .
-
-    Its linear part has the integrating factor :math:`e^{\lambda}/s`; solving it exactly
-    from :math:`t_{i-1}` to :math:`t_i` (:math:`h_i = \lambda_i - \lambda_{i-1}`), with
-    :math:`\int 2 e^{2\lambda} d\lambda` for the data term and the Itô isometry
-    (:math:`g^2 = -2 s^2\, d\lambda/dt`) for the noise,
-
-    .. math:: x_i = \frac{s_i}{s_{i-1}} e^{-h_i} x_{i-1}
-        + a_i \int_0^{h_i} 2 e^{-2(h_i - u)}\, \hat x_0(\lambda_{i-1} + u)\, du
-        + s_i \sqrt{1 - e^{-2h_i}}\; z_i, \qquad z_i \sim N(0, I),
-
-    exactly. Freezing :math:`\hat x_0` gives SDE-DPM-Solver++(1),
-    :math:`a_i (1 - e^{-2h_i})\, \hat x_0^{(i-1)}`; a linear :math:`\hat x_0` adds
-    :math:`a_i\, h_i \varphi_2(2h_i)\, h_i \hat x_0'`, whose leading term is matched,
-    as in :class:`DPMSolverPP2M`, by a backward difference (:math:`r_i = h_{i-1}/h_i`):
-
-    .. math:: D_i = \left(1 + \tfrac{1}{2r_i}\right)\hat x_0^{(i-1)}
-        - \tfrac{1}{2r_i}\, \hat x_0^{(i-2)}, \qquad
-        x_i = \frac{s_i}{s_{i-1}} e^{-h_i} x_{i-1} + a_i \left(1 - e^{-2h_i}\right) D_i
-        + s_i \sqrt{1 - e^{-2h_i}}\; z_i .
-
-    The first step, having no history, is SDE-DPM-Solver++(1). One score evaluation per
-    step. The noise is the sampler's: :math:`z_i = \Delta W_i/\sqrt{\Delta s_i}` from the
-    Brownian increment of :func:`samplers.sample_sde`'s noise term (on fixed steps, its
-    :class:`samplers.GridBrownianPath`), so a key fixes the sample as for any SDE
-    solver. The noise and the linear drift are integrated exactly, so the scheme is
-    exact in law for a point mass at any step size. For a Gaussian the scheme is affine
-    and its law is computable: started from the exact :math:`p_T` its mean is exact
-    and its covariance converges with weak order 2 (measured 1.9-2.0 on log-SNR and
-    Karras grids, ``tests/test_exponential.py``). Fixed steps only, on a grid fine in
-    :math:`\lambda` near ``eps`` (``ts=samplers.log_snr_grid(...)``): with ``steps=N``
-    (uniform in ``t``) the last steps are long in :math:`\lambda` and it was less
-    accurate than Euler-Maruyama at 50-100 steps. Example::
-
-        x, stats = samplers.sample_sde(score_fn=score, sde=vp, shape=(64, 2), key=key,
-                                       solver=samplers.SDEDPMSolverPP2M(),
-                                       ts=samplers.log_snr_grid(vp, 50))
-    """
-
-    term_structure: ClassVar = diffrax.MultiTerm[tuple[diffrax.AbstractTerm, diffrax.AbstractTerm]]
-    _order: ClassVar[int] = 1  # strong order; see the class docstring for the weak order
-    _sampler: ClassVar[str] = "sample_sde"
-
-    def init(self, terms, t0, t1, y0, args):
-        self._checked_sde()
-        return jnp.zeros_like(y0), jnp.zeros((), y0.dtype), jnp.array(False)
-
-    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        del made_jump
-        sde = self._checked_sde()
-        m1, lam_prev, started = solver_state
-        drift, noise = terms.terms
-        t_cur, t_next = _times(t0, t1, y0)
-        m0 = sde_data_prediction(sde, drift.vf(t0, y0, args), y0, t_cur)
-        z = noise.contr(t0, t1) / jnp.sqrt(jnp.asarray(t1 - t0, y0.dtype))
-        lam0, lam1 = sde.log_snr(t_cur), sde.log_snr(t_next)
-        h = lam1 - lam0
-        # 1/(2 r_i) = h_i / (2 h_{i-1}); r = 1 keeps the unused branch finite
-        half_inv_r = jnp.where(started, 0.5 * h / jnp.where(started, lam0 - lam_prev, h), 0.0)
-        d = m0 + half_inv_r * (m0 - m1)
-        phi = _phi1(2.0 * h)  # 1 - e^{-2h}
-        std1 = sde.std(t_next)
-        y1 = (
-            std1 / sde.std(t_cur) * jnp.exp(-h) * y0
-            + sde.mean_coeff(t_next) * phi * d
-            + std1 * jnp.sqrt(phi) * z
-        ).astype(y0.dtype)
-        state = (m0, lam0.astype(y0.dtype), jnp.array(True))
-        return y1, None, dict(y0=y0, y1=y1), state, diffrax.RESULTS.successful
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)

@@ -2,7 +2,7 @@ r"""UniPC: the unified predictor-corrector exponential integrator (Zhao, Bai, Ra
 and Lu, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of Diffusion
 Models", NeurIPS 2023), in data-prediction form, as a diffrax solver.
 
-**The update.** As for DPM-Solver++ (see :mod:`samplers._exponential`), a step from
+**The update.** As for DPM-Solver++ (see ``exponential.py``), a step from
 :math:`t_{i-1}` to :math:`t_i` solves the linear part of the probability-flow ODE
 exactly and Taylor-expands the data prediction :math:`\hat x_0` in the log-SNR,
 
@@ -56,7 +56,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._exponential import (
+from .exponential import (
     _ExponentialSolverBase,
     _phi1,
     _phi2,
