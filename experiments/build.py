@@ -118,6 +118,7 @@ SAMPLERS: dict[str, Method] = {
         samplers.sample_edm,
         solver=None,
         options=lambda eval_cfg: dict(
+            denoise=True,  # the last step goes to sigma = 0 (EDM's Algorithm 1)
             s_churn=eval_cfg.s_churn,
             s_tmin=eval_cfg.s_tmin,
             s_tmax=eval_cfg.s_tmax,

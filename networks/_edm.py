@@ -57,7 +57,8 @@ class EDMPrecond(nnx.Module):
         edm = sde.EDMSDE()
         loss = sde.edm_loss(precond.score_fn(edm), edm, x0, key).mean()   # training
         x, stats = samplers.sample_edm(score_fn=precond.score_function(edm), sde=edm,
-                                       shape=(64, 2), key=key)              # sampling
+                                       shape=(64, 2), key=key, steps=17,
+                                       denoise=True)                        # sampling
     """
 
     def __init__(self, backbone: nnx.Module, sigma_data: float = 0.5):

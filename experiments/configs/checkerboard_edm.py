@@ -1,6 +1,7 @@
 """Checkerboard with Karras et al. (2022, "EDM") choices throughout: the sigma(t) = t SDE
 (T = sigma_max = 80), the preconditioned denoiser, the log-normal-sigma EDM loss, and
-EDM's Heun sampler (18 steps, 35 evaluations) for the samples.
+EDM's Heun sampler (18 noise levels: 17 Heun steps and the last step to sigma = 0, 35
+evaluations) for the samples.
 
 ``sigma_data`` is the data's per-coordinate std (a uniform square of side 8: 8/sqrt(12) =
 2.31, against EDM's 0.5 for images in [-1, 1]); ``p_mean`` moves EDM's -1.2 by
@@ -30,7 +31,7 @@ def get_config() -> Config:
             n_likelihood=5000,
             batch_size=1000,
             method="edm",
-            steps=18,
+            steps=17,  # Heun steps; with the last step to sigma = 0: EDM's N = 18
             sample_eps=0.002,
             likelihood_eps=0.002,
         ),

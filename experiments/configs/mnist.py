@@ -57,7 +57,7 @@ def get_config() -> Config:
         eval=EvalConfig(
             n_samples=100,
             method="edm",  # Heun on the Karras grid: 49 evaluations; adaptive Tsit5 took ~500
-            steps=25,
+            steps=24,  # Heun steps, then the last step to sigma = 0
             batch_size=100,
             n_likelihood=500,
             divergence="hutchinson",

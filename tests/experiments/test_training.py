@@ -374,7 +374,8 @@ def test_digits_mlp_run_reports_bits_per_dim(tmp_path):
 
 def test_edm_config_trains_with_the_edm_loss_and_samples_with_heun(tmp_path):
     """sde.name=edm + train.loss=edm: the logged first loss is sde.edm_loss of the
-    initial model on the first batch; sampling uses EDM's Heun (2N - 1 evaluations)."""
+    initial model on the first batch; sampling uses EDM's Heun: N steps and the last
+    step to sigma = 0 (2N + 1 evaluations)."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -403,7 +404,7 @@ def test_edm_config_trains_with_the_edm_loss_and_samples_with_heun(tmp_path):
     run, _ = training.train(setup, workdir, progress=False)
     first = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
     assert first["step"] == 1 and first["loss"] == pytest.approx(float(expected), rel=1e-5)
-    info = evaluation.sample(run, n=16, steps=3, progress=False)
+    info = evaluation.sample(run, n=16, steps=2, progress=False)
     assert info["nfe"] == 5 and info["solver"].startswith("edm")
     lik = evaluation.likelihood(run, n=16, progress=False)
     assert math.isfinite(lik["nll_nats"]) and lik["settings"]["eps"] == 0.002
