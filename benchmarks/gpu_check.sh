@@ -13,8 +13,8 @@ export PYTHONPATH=.
   done
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-timeout 200 python -m pytest -q --tb=line -p no:cacheprovider tests/test_samplers.py tests/test_likelihood.py \
-  tests/test_exponential.py tests/test_grids.py > "$OUT/pytest.txt" 2>&1
+timeout 200 python -m pytest -q --tb=line -p no:cacheprovider tests/samplers/test_samplers.py tests/samplers/test_likelihood.py \
+  tests/samplers/test_exponential.py tests/samplers/test_grids.py > "$OUT/pytest.txt" 2>&1
 grep -E "passed|failed|Error|assert" "$OUT/pytest.txt" | tail -15
 timeout 150 python -m experiments.bench core --quick --out "$OUT/bench_core.json" > "$OUT/bench.txt" 2>&1
 tail -40 "$OUT/bench.txt"

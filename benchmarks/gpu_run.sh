@@ -14,6 +14,6 @@ cat "$OUT/env.txt"
 timeout ${BENCH_TIMEOUT:-400} python -m experiments.bench gpu_ddpmpp "$OUT" > "$OUT/ddpmpp.log" 2>&1
 echo "gpu_ddpmpp rc=$?"
 tail -5 "$OUT/ddpmpp.log"
-timeout ${TEST_TIMEOUT:-100} python -m pytest -q --tb=short -p no:cacheprovider tests/test_ncsnpp.py > "$OUT/pytest.txt" 2>&1
+timeout ${TEST_TIMEOUT:-100} python -m pytest -q --tb=short -p no:cacheprovider tests/networks/test_ncsnpp.py > "$OUT/pytest.txt" 2>&1
 echo "pytest rc=$?"
 tail -15 "$OUT/pytest.txt"

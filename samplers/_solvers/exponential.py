@@ -322,7 +322,7 @@ class DPMSolverPP3M(_AbstractExponentialSolver):
     :math:`a = 1` is k-diffusion's setting; on another SDE, the same scheme in the
     scaled variable). It is second order (measured on the exact Gaussian flow: 2.0-2.2
     on log-SNR grids, 1.6-1.7 on Karras grids of 32-256 steps, 2.0 from 64 to 512;
-    ``tests/test_exponential.py``), against ~3 for the default ``"taylor"``, yet on
+    ``tests/samplers/test_exponential.py``), against ~3 for the default ``"taylor"``, yet on
     Karras grids of 5-40 steps it was as accurate or more; on log-SNR grids the
     default is the more accurate from 10 steps.
 

@@ -50,7 +50,7 @@ class SDEDPMSolverPP2M(_ExponentialSolverBase, diffrax.AbstractItoSolver):
     exact in law for a point mass at any step size. For a Gaussian the scheme is affine
     and its law is computable: started from the exact :math:`p_T` its mean is exact
     and its covariance converges with weak order 2 (measured 1.9-2.0 on log-SNR and
-    Karras grids, ``tests/test_exponential.py``). Fixed steps only, on a grid fine in
+    Karras grids, ``tests/samplers/test_exponential.py``). Fixed steps only, on a grid fine in
     :math:`\lambda` near ``eps`` (``ts=samplers.log_snr_grid(...)``): with ``steps=N``
     (uniform in ``t``) the last steps are long in :math:`\lambda` and it was less
     accurate than Euler-Maruyama at 50-100 steps. Example::

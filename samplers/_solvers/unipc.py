@@ -46,7 +46,7 @@ The final step is left uncorrected: its corrector would need one more evaluation
 and ``stats["nfe"] == steps``. Global order: ``order + 1`` with the corrector
 (``order`` without); the DDIM first step has local error :math:`O(h^3)` once corrected,
 which bounds the asymptotic global order by 3, but its constant is tiny near
-:math:`T` (see the measured orders in ``tests/test_exponential.py``).
+:math:`T` (see the measured orders in ``tests/samplers/test_exponential.py``).
 """
 
 from __future__ import annotations

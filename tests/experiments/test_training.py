@@ -476,7 +476,7 @@ _TWO_STEPS_ONE_LIKELIHOOD_BATCH = [
 @pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp"])
 def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_path, name):
     """The reference configs build (with a shrunk network: the full 62M-parameter nets
-    are counted in tests/test_ncsnpp.py), train a few steps and score bits/dim."""
+    are counted in tests/networks/test_ncsnpp.py), train a few steps and score bits/dim."""
     _write_cifar_fixture(tmp_path)
     cfg = config_lib.load(
         name,

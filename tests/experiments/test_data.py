@@ -344,7 +344,7 @@ def test_mnist_clear_errors(tmp_path):
         data.read_idx(tmp_path / "x.gz")
 
 
-_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+_MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ this (one-device) process. Against it:
   adaptive step control (samples needing 43 to 97 evaluations, on different devices or
   processes) neither desynchronises nor hangs, and gives exactly the unsharded result.
 
-This file is also the subprocess worker: ``python tests/test_distributed.py WORKER``.
+This file is also the subprocess worker: ``python tests/experiments/test_distributed.py WORKER``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 STEPS = 20
 OVERRIDES = [
     f"train.steps={STEPS}",
