@@ -227,10 +227,7 @@ def _sample_parser(sub) -> None:
     )
     g = p.add_argument_group("inpainting (the same as 'scoresde inpaint')")
     g.add_argument("--inpaint", metavar="MASK", help="see scoresde inpaint --help")
-    g.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
-    g.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
-    g.add_argument("--corrector-steps", type=int, default=0, help="Langevin steps per step")
-    g.add_argument("--resample", type=int, default=1, help="RePaint-style passes per step")
+    _inpaint_options(g)
     p.set_defaults(func=_sample_or_inpaint)
 
 
@@ -259,15 +256,20 @@ def _inpaint_parser(sub) -> None:
         help="left|right|top|bottom (the half kept), center (hidden) or random:P (each "
         "pixel kept with probability P); default left",
     )
-    p.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
     p.add_argument("--n", type=int, default=8, help="test images (default 8)")
-    p.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
     p.add_argument("--steps", type=int, help="reverse-SDE steps (default: eval.steps)")
     p.add_argument("--solver", help="an SDE solver name (default euler)")
+    p.add_argument("--seed", type=int, default=0)
+    _inpaint_options(p)
+    p.set_defaults(func=inpaint)
+
+
+def _inpaint_options(p) -> None:
+    """The options ``inpaint`` and ``sample --inpaint`` share."""
+    p.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
+    p.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
     p.add_argument("--corrector-steps", type=int, default=0, help="Langevin steps per step")
     p.add_argument("--resample", type=int, default=1, help="RePaint-style passes per step")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=inpaint)
 
 
 def _likelihood_parser(sub) -> None:
@@ -285,6 +287,12 @@ def _likelihood_parser(sub) -> None:
     p.set_defaults(func=likelihood)
 
 
+PARSERS = {  # command: the function that adds its parser
+    "train": _train_parser,
+    "sample": _sample_parser,
+    "inpaint": _inpaint_parser,
+    "likelihood": _likelihood_parser,
+}
 # commands whose options their own modules parse: (function of the rest of argv, help)
 PASSTHROUGH = {
     "oracle": (oracle, "every sampler and the likelihood on an exact score"),
@@ -300,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="scoresde COMMAND --help shows a command's options.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    for add in (_train_parser, _sample_parser, _inpaint_parser, _likelihood_parser):
+    for add in PARSERS.values():
         add(sub)
     for command in sub.choices.values():
         _add_distributed_args(command)
@@ -314,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser().print_help()
         return 0
-    commands = parser()._subparsers._group_actions[0].choices
+    commands = (*PARSERS, *PASSTHROUGH)
     if not argv[0].startswith("-") and argv[0] not in commands:
         print(
             f"scoresde: unknown command {argv[0]!r}; choose one of {', '.join(commands)}",

@@ -144,3 +144,35 @@ def mmd_test(x, y, key, n_permutations: int = 200) -> tuple[float, float]:
     null = jax.lax.map(permuted, jax.random.split(key, n_permutations))
     p_value = (1 + jnp.sum(null >= observed)) / (1 + n_permutations)
     return float(observed), float(p_value)
+
+
+# ---- experiment runs ---------------------------------------------------------------
+
+
+def tiny_run(
+    steps: int = 2,
+    *,
+    batch_size: int = 32,
+    hidden: int = 16,
+    depth: int = 1,
+    extra: dict | None = None,
+) -> list[str]:
+    """``key=value`` overrides of a run that trains in seconds on 2 cores: ``steps``
+    steps of ``batch_size``, a checkpoint at the end, a log line every step, no
+    periodic validation, an MLP ``hidden`` wide and ``depth`` deep with 8-wide
+    embeddings, loose likelihood tolerances; ``extra`` adds or replaces keys."""
+    values = {
+        "train.steps": steps,
+        "train.batch_size": batch_size,
+        "train.log_every": 1,
+        "train.ckpt_every": steps,
+        "train.eval_every": 0,
+        "model.hidden": hidden,
+        "model.depth": depth,
+        "model.embed_dim": 8,
+        "model.cond_dim": 8,
+        "eval.rtol": 1e-3,
+        "eval.atol": 1e-3,
+        **(extra or {}),
+    }
+    return [f"{key}={value}" for key, value in values.items()]

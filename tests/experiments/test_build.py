@@ -3,29 +3,26 @@ ones; the command line builds the world once and evaluation reads no optimizer s
 
 import shutil
 
+import helpers
 import pytest
 
 from experiments import build, cli
 from experiments import config as config_lib
 from experiments import data as data_lib
 
-TINY = [  # a checkerboard run that trains in seconds
-    "train.steps=2",
-    "train.batch_size=32",
-    "train.warmup_steps=1",
-    "train.log_every=1",
-    "train.ckpt_every=2",
-    "model.hidden=8",
-    "model.depth=1",
-    "model.embed_dim=8",
-    "model.cond_dim=8",
-    "data.n_val=32",
-    "data.n_test=32",
-    "eval.n_samples=32",
-    "eval.n_likelihood=32",
-    "eval.rtol=1e-2",
-    "eval.atol=1e-2",
-]
+TINY = helpers.tiny_run(  # a checkerboard run that trains in seconds
+    2,
+    hidden=8,
+    extra={
+        "train.warmup_steps": 1,
+        "data.n_val": 32,
+        "data.n_test": 32,
+        "eval.n_samples": 32,
+        "eval.n_likelihood": 32,
+        "eval.rtol": 1e-2,
+        "eval.atol": 1e-2,
+    },
+)
 
 TABLES = {
     "SDE": (build.SDES, lambda name: build.sde(name)),

@@ -7,6 +7,7 @@ closed-form Gaussian-mixture density pushed through the VP SDE.
 
 import math
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -434,20 +435,7 @@ def test_likelihood_command_with_truncated_normal_noise(tmp_path):
     from experiments import config as config_lib
     from experiments import evaluation, training
 
-    small = [
-        "train.steps=2",
-        "train.batch_size=32",
-        "train.log_every=1",
-        "train.ckpt_every=2",
-        "train.eval_every=0",
-        "model.hidden=16",
-        "model.depth=1",
-        "model.embed_dim=8",
-        "model.cond_dim=8",
-        "eval.rtol=1e-3",
-        "eval.atol=1e-3",
-        "eval.batch_size=16",
-    ]
+    small = helpers.tiny_run(2, extra={"eval.batch_size": 16})
     raw = ["data.whiten=none", "model.gaussian_base=false"]
     cfg = config_lib.load("digits", [*small, *raw, "eval.dequantization=truncated_normal"])
     run, _ = training.train(cfg, tmp_path / "raw", progress=False)
