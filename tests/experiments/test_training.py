@@ -473,7 +473,11 @@ _TWO_STEPS_ONE_LIKELIHOOD_BATCH = [
 ]
 
 
-@pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp"])
+@pytest.mark.parametrize(
+    # NCSN++'s network is checked in tests/networks/test_ncsnpp.py; its config runs in -m slow
+    "name",
+    ["cifar10_ddpmpp", pytest.param("cifar10_ncsnpp", marks=pytest.mark.slow)],
+)
 def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_path, name):
     """The reference configs build (with a shrunk network: the full 62M-parameter nets
     are counted in tests/networks/test_ncsnpp.py), train a few steps and score bits/dim."""
