@@ -5,8 +5,9 @@ is the one place where a config's names become them. Each table is a dict from a
 to a builder, and every lookup of an unknown name raises a ``ValueError`` that lists
 the valid ones (:func:`lookup`); nothing falls through to a default.
 
-Adding a forward process is one line in :data:`SDES`; a backbone one line in
-:data:`ARCHITECTURES` (and its sub-config in :mod:`experiments.config`).
+A forward process joins :data:`SDES` by being exported from :mod:`sde` (under the
+``names`` it declares); a backbone joins :data:`ARCHITECTURES` by one entry, with its
+config section, in :mod:`experiments.architectures`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
 
 import diffrax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
 import networks
 import samplers
 import sde as sde_lib
+from experiments import architectures
 from experiments import data as data_lib
 from experiments.config import Config, ConfigError, ModelConfig, SDEConfig, TrainConfig
 from sde._losses import TIME_SAMPLINGS, WEIGHTINGS
@@ -46,11 +48,21 @@ def lookup(table: dict, name: str, what: str):
 
 # ---------------------------------------------------------------------------- SDEs
 
+
+def _sde_builder(cls: type[sde_lib.AbstractSDE]) -> Callable[[SDEConfig], sde_lib.AbstractSDE]:
+    """``cls`` from the fields of ``sde`` its constructor takes (``beta_min``, ...)."""
+    params = inspect.signature(cls).parameters
+    fields = [f.name for f in dataclasses.fields(SDEConfig) if f.name in params]
+    return lambda c: cls(**{name: getattr(c, name) for name in fields})
+
+
+# Every forward process the sde package exports, under the names it gives itself
+# (``VPSDE.names == ("vp",)``): a new one needs no line here.
 SDES: dict[str, Callable[[SDEConfig], sde_lib.AbstractSDE]] = {
-    "vp": lambda c: sde_lib.VPSDE(beta_min=c.beta_min, beta_max=c.beta_max),
-    "subvp": lambda c: sde_lib.SubVPSDE(beta_min=c.beta_min, beta_max=c.beta_max),
-    "ve": lambda c: sde_lib.VESDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max),
-    "edm": lambda c: sde_lib.EDMSDE(sigma_min=c.sigma_min, sigma_max=c.sigma_max),
+    name: _sde_builder(cls)
+    for cls in (getattr(sde_lib, n) for n in sde_lib.__all__)
+    if isinstance(cls, type) and issubclass(cls, sde_lib.AbstractSDE)
+    for name in cls.names
 }
 
 
@@ -162,92 +174,20 @@ def parametrisation(
     return networks.GaussianResidual(inner) if c.gaussian_base else inner
 
 
-COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
-
-
-def _need_rank(c: ModelConfig, shape: tuple[int, ...], rank: int, what: str) -> None:
-    if len(shape) != rank:
-        raise ConfigError(
-            f"model.architecture={c.architecture} needs {what}, got examples of shape {shape}"
-            + ("; use model.architecture=unet for images" if rank == 1 else "")
-        )
-
-
-def _mlp(c: ModelConfig, shape, rngs, num_classes):
-    _need_rank(c, shape, 1, "flat data")
-    m = c.mlp
-    return networks.MLPScoreNet(
-        shape[0],
-        hidden=m.hidden,
-        depth=m.depth,
-        cond_dim=m.cond_dim,
-        num_classes=num_classes,
-        embed_dim=c.embed_dim,
-        embedding=c.embedding,
-        dropout=c.dropout,
-        rngs=rngs,
-    )
-
-
-def _unet(c: ModelConfig, shape, rngs, num_classes):
-    _need_rank(c, shape, 3, "[H, W, C] images")
-    return networks.SmallUNet(
-        shape[-1],
-        channels=c.unet.channels,
-        num_res_blocks=c.unet.num_res_blocks,
-        num_classes=num_classes,
-        embed_dim=c.embed_dim,
-        embedding=c.embedding,
-        dropout=c.dropout,
-        rngs=rngs,
-    )
-
-
-def _ncsnpp(variant: str):
-    """score_sde's DDPM++ (sinusoidal embedding, no input pyramid) or NCSN++ (Gaussian
-    Fourier embedding, residual input pyramid), Song et al. 2021."""
-
-    def build(c: ModelConfig, shape, rngs, num_classes):
-        _need_rank(c, shape, 3, "[H, W, C] images")
-        n = c.ncsnpp
-        if shape[0] != shape[1] or shape[0] % 2 ** (len(n.ch_mult) - 1):
-            raise ConfigError(
-                f"model.architecture={c.architecture} needs square images whose side is "
-                f"divisible by 2^(len(model.ncsnpp.ch_mult) - 1); got {shape} and "
-                f"ch_mult={n.ch_mult}"
-            )
-        return networks.NCSNpp(
-            shape[-1],
-            image_size=shape[0],
-            nf=n.nf,
-            ch_mult=tuple(n.ch_mult),
-            num_res_blocks=n.num_res_blocks,
-            attn_resolutions=tuple(n.attn_resolutions),
-            dropout=c.dropout,
-            embedding="sinusoidal" if variant == "ddpmpp" else "fourier",
-            progressive_input="none" if variant == "ddpmpp" else "residual",
-            dtype=lookup(COMPUTE_DTYPES, n.compute_dtype, "compute dtype"),
-            remat=n.remat,
-            num_classes=num_classes,
-            rngs=rngs,
-        )
-
-    return build
-
-
-ARCHITECTURES: dict[str, Callable[..., nnx.Module]] = {
-    "mlp": _mlp,
-    "unet": _unet,
-    "ddpmpp": _ncsnpp("ddpmpp"),
-    "ncsnpp": _ncsnpp("ncsnpp"),
-}
+ARCHITECTURES = architectures.ARCHITECTURES  # with each one's config section
+COMPUTE_DTYPES = architectures.COMPUTE_DTYPES
 
 
 def model(c: ModelConfig, shape: tuple[int, ...], seed: int) -> nnx.Module:
     """The config's network for examples of ``shape``, initialised from ``seed``."""
     rngs = nnx.Rngs(params=seed, dropout=seed + 1)
-    build = lookup(ARCHITECTURES, c.architecture, "architecture")
-    return build(c, tuple(shape), rngs, c.num_classes or None)
+    lookup(ARCHITECTURES, c.architecture, "architecture")
+    try:
+        return architectures.build(
+            c.architecture.lower(), c, tuple(shape), rngs, c.num_classes or None
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------- training
@@ -357,7 +297,11 @@ NAMES: dict[str, tuple[Any, str]] = {  # dotted key: (the table it names, what i
     "data.whiten": (data_lib.WHITENINGS, "whitening"),
     "model.architecture": (ARCHITECTURES, "architecture"),
     "model.parametrisation": (PARAMETRISATIONS, "parametrisation"),
-    "model.ncsnpp.compute_dtype": (COMPUTE_DTYPES, "compute dtype"),
+    **{  # every architecture section that has a compute dtype
+        f"model.{section}.compute_dtype": (COMPUTE_DTYPES, "compute dtype")
+        for section, cls in architectures.sections().items()
+        if "compute_dtype" in {f.name for f in dataclasses.fields(cls)}
+    },
     "sde.name": (SDES, "SDE"),
     "train.loss": (LOSSES, "loss"),
     "train.optimizer": (OPTIMIZERS, "optimizer"),

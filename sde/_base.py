@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -43,6 +44,9 @@ class AbstractSDE(eqx.Module):
     """
 
     T = 1.0
+    # The names a config gives this process (``sde.name=vp``); the first is its own. A
+    # concrete SDE exported from :mod:`sde` with names is buildable from a config.
+    names: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def log_mean_coeff(self, t: ArrayLike) -> Array:

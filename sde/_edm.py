@@ -42,6 +42,8 @@ class EDMSDE(AbstractSDE):
         oracle = sde.MixtureOracle(mix, edm)    # exact score at noise level t
     """
 
+    names = ("edm",)
+
     sigma_min: float = 0.002
     sigma_max: float = 80.0
 

@@ -24,6 +24,8 @@ class VESDE(AbstractSDE):
         ve = sde.VESDE(sigma_min=0.01, sigma_max=50.0)
     """
 
+    names = ("ve",)
+
     sigma_min: float = 0.01
     sigma_max: float = 50.0
 

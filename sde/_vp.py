@@ -71,6 +71,8 @@ class VPSDE(_AbstractVPFamily):
         a, s = vp.marginal(0.5)
     """
 
+    names = ("vp",)
+
     def std(self, t: ArrayLike) -> Array:
         return jnp.sqrt(-jnp.expm1(2.0 * self.log_mean_coeff(t)))
 
@@ -96,6 +98,8 @@ class SubVPSDE(_AbstractVPFamily):
 
     whose variance stays below the VP one at every ``t``. Prior ``N(0, I)``.
     """
+
+    names = ("subvp",)
 
     def std(self, t: ArrayLike) -> Array:
         return -jnp.expm1(2.0 * self.log_mean_coeff(t))

@@ -15,7 +15,9 @@ import json
 import pathlib
 import typing
 
-from ._schema import Config, ModelConfig
+from experiments.architectures import ARCHITECTURES, sections
+
+from ._schema import Config
 
 
 class ConfigError(ValueError):
@@ -24,10 +26,10 @@ class ConfigError(ValueError):
 
 # Architecture fields by their short names (``model.hidden``), resolved to the section
 # of the config's architecture once every other override is applied.
-_SECTIONS = {"mlp": "mlp", "unet": "unet", "ddpmpp": "ncsnpp", "ncsnpp": "ncsnpp"}
+_SECTIONS = {name: a.section for name, a in ARCHITECTURES.items()}  # architecture -> section
 _OWNERS: dict[str, list[str]] = {}  # short name -> the sections that have it
-for _section in ("mlp", "unet", "ncsnpp"):
-    for _f in dataclasses.fields(getattr(ModelConfig(), _section)):
+for _section, _cls in sections().items():
+    for _f in dataclasses.fields(_cls):
         _OWNERS.setdefault(_f.name, []).append(_section)
 _SHORT = set(_OWNERS)
 

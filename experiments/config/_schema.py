@@ -1,4 +1,5 @@
-"""The config schema: one frozen dataclass per section, one sub-config per architecture.
+"""The config schema: one frozen dataclass per section, one sub-config per architecture
+(declared beside its builder in :mod:`experiments.architectures`).
 
 Every field is a plain value (str, int, float, bool, tuple of ints) so that a config
 round-trips through JSON and every field can be overridden by its dotted path. Names
@@ -8,7 +9,12 @@ of objects (an SDE, a solver, an architecture) are looked up in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
+
+from experiments.architectures import MLPConfig as MLPConfig
+from experiments.architectures import NCSNppConfig as NCSNppConfig
+from experiments.architectures import UNetConfig as UNetConfig
+from experiments.architectures import sections
 
 
 @dataclass(frozen=True)
@@ -27,37 +33,8 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class MLPConfig:
-    """``networks.MLPScoreNet``: flat data."""
-
-    hidden: int = 256
-    depth: int = 3
-    cond_dim: int = 64  # width of the time conditioning each layer projects
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """``networks.SmallUNet``: images, a few levels."""
-
-    channels: tuple[int, ...] = (32, 64)  # width per level
-    num_res_blocks: int = 1
-
-
-@dataclass(frozen=True)
-class NCSNppConfig:
-    """``networks.NCSNpp``, score_sde's DDPM++ (``ddpmpp``) and NCSN++ (``ncsnpp``)."""
-
-    nf: int = 128  # base width
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)  # width multiplier per level
-    num_res_blocks: int = 1
-    attn_resolutions: tuple[int, ...] = (16,)  # self-attention resolutions
-    compute_dtype: str = "float32"  # "float32" | "bfloat16" (float32 parameters)
-    remat: bool = False  # rematerialise residual blocks
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    architecture: str = "mlp"  # "mlp" | "unet" (small) | "ddpmpp" | "ncsnpp" (score_sde's)
+class _ModelFields:
+    architecture: str = "mlp"  # a name in experiments.architectures.ARCHITECTURES
     embed_dim: int = 64
     embedding: str = "fourier"  # "fourier" | "sinusoidal" (mlp, unet)
     dropout: float = 0.0
@@ -67,14 +44,26 @@ class ModelConfig:
     # images: add the exact score of the per-pixel training histograms (pixel space)
     histogram_base: bool = False
     num_classes: int = 0  # class-conditional with a null class (0: unconditional)
-    mlp: MLPConfig = field(default_factory=MLPConfig)
-    unet: UNetConfig = field(default_factory=UNetConfig)
-    ncsnpp: NCSNppConfig = field(default_factory=NCSNppConfig)  # ddpmpp and ncsnpp
+
+
+# The fields above, then one section per architecture's sub-config (model.mlp,
+# model.unet, model.ncsnpp, ...), as the architecture table declares them.
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [(name, cls, field(default_factory=cls)) for name, cls in sections().items()],
+    bases=(_ModelFields,),
+    frozen=True,
+)
+ModelConfig.__module__ = __name__
+ModelConfig.__doc__ = (
+    "The network: the fields every architecture shares, and one sub-config per "
+    "architecture (``model.<section>``, from :mod:`experiments.architectures`)."
+)
 
 
 @dataclass(frozen=True)
 class SDEConfig:
-    name: str = "vp"  # "vp" | "subvp" | "ve" | "edm" (sigma(t) = t, T = sigma_max)
+    name: str = "vp"  # an exported SDE's names: "vp" | "subvp" | "ve" | "edm" (T = sigma_max)
     beta_min: float = 0.1
     beta_max: float = 20.0
     sigma_min: float = 0.01

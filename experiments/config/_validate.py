@@ -8,6 +8,10 @@ that no object owns. Comparisons are written so that NaN fails them.
 
 from __future__ import annotations
 
+import dataclasses
+
+from experiments.architectures import sections
+
 from ._overrides import ConfigError, get
 from ._schema import Config
 
@@ -28,13 +32,7 @@ POSITIVE = (
     "eval.rtol",
     "eval.atol",
     "model.embed_dim",
-    "model.mlp.hidden",
-    "model.mlp.depth",
-    "model.mlp.cond_dim",
-    "model.unet.num_res_blocks",
-    "model.ncsnpp.nf",
-    "model.ncsnpp.num_res_blocks",
-)
+)  # and every number of an architecture's section (model.mlp.hidden, ...)
 NON_NEGATIVE = (
     "eval.n_likelihood",
     "train.grad_clip",
@@ -45,6 +43,7 @@ NON_NEGATIVE = (
     "model.num_classes",
     "eval.s_churn",
 )
+NON_EMPTY = ("model.unet.channels", "model.ncsnpp.ch_mult")
 UNIT_INTERVAL = {  # key: (lowest, highest, highest included)
     "train.ema_decay": (0.0, 1.0, False),
     "train.p_uncond": (0.0, 1.0, True),
@@ -66,9 +65,7 @@ def _numbers(cfg: Config) -> None:
             raise ConfigError(
                 f"{key} must lie in [{lo:g}, {hi:g}{']' if closed else ')'}, got {v!r}"
             )
-    for key in ("model.unet.channels", "model.ncsnpp.ch_mult"):
-        if not get(cfg, key) or min(get(cfg, key)) < 1:
-            raise ConfigError(f"{key} must be positive integers, got {get(cfg, key)!r}")
+    _sections(cfg)
     if cfg.train.eval_every % cfg.train.log_every:
         raise ConfigError(
             f"train.eval_every must be a multiple of train.log_every ({cfg.train.log_every}), "
@@ -83,6 +80,22 @@ def _numbers(cfg: Config) -> None:
         raise ConfigError(f"train.p_std must be > 0, got {cfg.train.p_std!r}")
     if cfg.train.weighting == "std2" and cfg.train.t_sampling == "importance":
         raise ConfigError("train.t_sampling=importance needs train.weighting=likelihood")
+
+
+def _sections(cfg: Config) -> None:
+    """Every number of an architecture's section is a positive size; every tuple a list
+    of them (``model.unet.channels`` and ``model.ncsnpp.ch_mult`` also non-empty)."""
+    for section in sections():
+        options = getattr(cfg.model, section)
+        for f in dataclasses.fields(options):
+            key, v = f"model.{section}.{f.name}", getattr(options, f.name)
+            if isinstance(v, bool) or isinstance(v, str):
+                continue
+            if isinstance(v, tuple):
+                if any(not x >= 1 for x in v) or (not v and key in NON_EMPTY):
+                    raise ConfigError(f"{key} must be positive integers, got {v!r}")
+            elif not v > 0:
+                raise ConfigError(f"{key} must be > 0, got {v!r}")
 
 
 def _combinations(cfg: Config) -> None:

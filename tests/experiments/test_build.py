@@ -84,6 +84,50 @@ def test_eps_range_comes_from_the_sde_end_time():
         config_lib.load("checkerboard", ["eval.sample_eps=1.5"])
 
 
+def test_every_exported_sde_is_buildable_by_each_of_its_names():
+    """The SDE table is the sde package's exports: each concrete process is found under
+    every name it declares, built from the config's fields its constructor takes, and a
+    config naming it passes the eps check against its own end time."""
+    import inspect
+
+    import sde as sde_lib
+
+    exported = [
+        cls
+        for cls in (getattr(sde_lib, n) for n in sde_lib.__all__)
+        if inspect.isclass(cls) and issubclass(cls, sde_lib.AbstractSDE)
+    ]
+    concrete = [cls for cls in exported if not inspect.isabstract(cls)]
+    assert len(concrete) >= 5 and all(cls.names for cls in concrete), concrete
+    assert sorted(build.SDES) == sorted(n for cls in concrete for n in cls.names)
+    for cls in concrete:
+        for name in cls.names:
+            built = build.sde(name)
+            assert type(built) is cls
+            cfg = config_lib.load("checkerboard", [f"sde.name={name}"])
+            assert cfg.eval.sample_eps < built.T
+    ve = build.sde(config_lib.SDEConfig(name="ve", sigma_min=0.5, sigma_max=7.0))
+    assert (ve.sigma_min, ve.sigma_max) == (0.5, 7.0)
+
+
+def test_every_architecture_section_is_a_config_section_with_short_keys():
+    """model.<section> exists for every architecture's section, with its dataclass's
+    fields, and a short key (model.<field>) reaches the chosen architecture's section."""
+    import dataclasses
+
+    from experiments import architectures
+
+    model = config_lib.ModelConfig()
+    for name, arch in build.ARCHITECTURES.items():
+        assert isinstance(getattr(model, arch.section), arch.config), name
+        field = dataclasses.fields(arch.config)[0]
+        cfg = config_lib.load("checkerboard", [f"model.architecture={name}"])
+        key = f"model.{arch.section}.{field.name}"
+        assert key in config_lib.keys()
+        assert config_lib.get(cfg, key) == getattr(arch.config(), field.name)
+    assert set(architectures.sections()) == {a.section for a in build.ARCHITECTURES.values()}
+
+
 def test_train_builds_once_and_evaluation_reads_no_optimizer_state(tmp_path, monkeypatch):
     counts = dict.fromkeys(("source", "model", "parametrisation", "make_source"), 0)
 
