@@ -78,6 +78,22 @@ class NCSNppConfig:
     remat: bool = False  # rematerialise residual blocks
 
 
+@dataclasses.dataclass(frozen=True)
+class DiTConfig:
+    """``networks.DiT``: a transformer on patches (DiT-S/2 by default; Peebles & Xie
+    2023), or U-ViT with ``conditioning=tokens`` and ``long_skips`` (Bao et al. 2023)."""
+
+    patch_size: int = 2
+    width: int = 384
+    depth: int = 12
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    conditioning: str = "adaln"  # "adaln" (DiT's adaLN-Zero) | "tokens" (U-ViT)
+    long_skips: bool = False  # U-ViT's skips from the first half of the blocks
+    compute_dtype: str = "float32"  # "float32" | "bfloat16" (float32 parameters)
+    remat: bool = False  # rematerialise each block
+
+
 # --------------------------------------------------------------------------- builders
 
 
@@ -138,11 +154,39 @@ def _ncsnpp(variant: str):
     return build
 
 
+def _dit(c, d: DiTConfig, shape, rngs, num_classes):
+    if shape[0] != shape[1] or shape[0] % d.patch_size:
+        raise ValueError(
+            f"model.architecture=dit needs square images whose side is divisible by "
+            f"model.dit.patch_size={d.patch_size}; got {shape}"
+        )
+    if c.dropout:
+        raise ValueError(f"model.architecture=dit has no dropout, got model.dropout={c.dropout}")
+    return networks.DiT(
+        shape[-1],
+        image_size=shape[0],
+        patch_size=d.patch_size,
+        width=d.width,
+        depth=d.depth,
+        heads=d.heads,
+        mlp_ratio=d.mlp_ratio,
+        conditioning=d.conditioning,
+        long_skips=d.long_skips,
+        embedding=c.embedding,
+        embed_dim=c.embed_dim,
+        num_classes=num_classes,
+        dtype=compute_dtype(d.compute_dtype),
+        remat=d.remat,
+        rngs=rngs,
+    )
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "mlp": Architecture(_mlp, "mlp", MLPConfig, rank=1),
     "unet": Architecture(_unet, "unet", UNetConfig, rank=3),
     "ddpmpp": Architecture(_ncsnpp("ddpmpp"), "ncsnpp", NCSNppConfig, rank=3),
     "ncsnpp": Architecture(_ncsnpp("ncsnpp"), "ncsnpp", NCSNppConfig, rank=3),
+    "dit": Architecture(_dit, "dit", DiTConfig, rank=3),
 }
 
 

@@ -5,7 +5,8 @@ functions.
   :class:`SmallUNet`, :class:`NCSNpp` (score_sde's DDPM++ / NCSN++, with the published
   CIFAR-10 configurations :func:`ddpmpp_cifar10`, :func:`ncsnpp_cifar10`,
   :func:`ddpm_cifar10`); :class:`EDMPrecond` wraps any of them in EDM's
-  preconditioning.
+  preconditioning; :class:`DiT` (adaLN-Zero transformer, or U-ViT with long skips),
+  with the paper's sizes by name (:func:`dit`) and :func:`uvit_cifar10`.
 * Condition embeddings: :class:`GaussianFourierProjection` (its fixed
   :class:`FourierFrequencies`) and :func:`sinusoidal_embedding`.
 * Parametrisations (what the output means): :class:`NoisePrediction`,
@@ -22,6 +23,9 @@ Example::
     score = networks.score_fn(model, sde.VPSDE(), networks.NoisePrediction())
 """
 
+from ._dit import DiT as DiT
+from ._dit import dit as dit
+from ._dit import uvit_cifar10 as uvit_cifar10
 from ._edm import EDMPrecond as EDMPrecond
 from ._embedding import FourierFrequencies as FourierFrequencies
 from ._embedding import GaussianFourierProjection as GaussianFourierProjection
@@ -45,6 +49,7 @@ from ._unet import SmallUNet as SmallUNet
 
 __all__ = [
     "AbstractParametrisation",
+    "DiT",
     "DirectScore",
     "EDMDenoiser",
     "EDMPrecond",
@@ -60,8 +65,10 @@ __all__ = [
     "count_params",
     "ddpm_cifar10",
     "ddpmpp_cifar10",
+    "dit",
     "ncsnpp_cifar10",
     "score_fn",
     "sinusoidal_embedding",
     "truncated_normal_stats",
+    "uvit_cifar10",
 ]
