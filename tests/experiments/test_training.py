@@ -19,6 +19,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -473,11 +474,9 @@ _TWO_STEPS_ONE_LIKELIHOOD_BATCH = [
 ]
 
 
-@pytest.mark.parametrize(
-    # NCSN++'s network is checked in tests/networks/test_ncsnpp.py; its config runs in -m slow
-    "name",
-    ["cifar10_ddpmpp", pytest.param("cifar10_ncsnpp", marks=pytest.mark.slow)],
-)
+@pytest.mark.slow  # 50-90 s of compiling on 2 cores; the networks are checked in
+# tests/networks/test_ncsnpp.py and the configs' loading in test_image_configs_load_and_build
+@pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp"])
 def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_path, name):
     """The reference configs build (with a shrunk network: the full 62M-parameter nets
     are counted in tests/networks/test_ncsnpp.py), train a few steps and score bits/dim."""
@@ -521,6 +520,26 @@ def _write_mnist_fixture(directory: pathlib.Path, n: dict[str, int]) -> None:
             (directory / f"{prefix}-{stem}").write_bytes(head + arr.tobytes())
 
 
+@pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp", "mnist", "mnist_mlp"])
+def test_image_configs_load_and_build(name):
+    """Each image config validates and builds its full network (abstractly: shapes only)
+    for its data's shape; the fixture runs below train them end to end in -m slow."""
+    from flax import nnx
+
+    import networks
+
+    cfg = config_lib.load(name)
+    shape = (28, 28, 1) if name.startswith("mnist") else (32, 32, 3)
+    if cfg.model.architecture == "mlp":
+        shape = (784,)
+    model = nnx.eval_shape(lambda: build.model(cfg.model, shape, 0))
+    assert networks.count_params(model) > 10_000
+    out = jax.eval_shape(lambda m: m(jnp.zeros((2, *shape)), jnp.ones(2)), model)
+    assert out.shape == (2, *shape)
+
+
+@pytest.mark.slow  # ~60 s of compiling on 2 cores; its parts (U-Net labels, histogram
+# base, guided sampling) have their own tests in the default run
 def test_mnist_config_trains_samples_and_scores_on_fixture_data(tmp_path):
     """The ``mnist`` config (U-Net + histogram base, class-conditional) end to end on
     tiny fixture files, with a shrunk network: steps, bits/dim, guided samples."""
