@@ -180,8 +180,9 @@ def sample_inpaint(
     steps: int | None = None,
     ts: ArrayLike | None = None,
     eps: float = 1e-3,
-    snr: float = 0.16,
-    corrector_steps: int = 0,
+    corrector: LangevinCorrector | None = None,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
     resample: int = 1,
     denoise: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
@@ -209,8 +210,13 @@ def sample_inpaint(
         solver: any fixed-step diffrax SDE solver (the predictor), e.g. ``Euler()``.
         steps, ts: the fixed grid (uniform ``steps``, or ``ts`` running from T to eps).
         eps: final time.
-        snr, corrector_steps: Langevin corrector steps before each predictor step, as in
-            :func:`sample_pc` (0 by default), each followed by a replacement.
+        corrector: a :class:`samplers.LangevinCorrector` whose ``n_steps`` Langevin steps
+            run before each predictor step, each followed by a replacement; ``None``
+            (the default) runs none. Only Langevin: the replacement goes between its
+            single steps.
+        snr, corrector_steps: the same corrector by its numbers, as in
+            :func:`sample_pc` (``snr`` 0.16 and 0 steps by default); give these or
+            ``corrector``, not both.
         resample: passes per step (1: plain replacement; RePaint uses 10).
         denoise: finish with Tweedie's denoiser on the unknown coordinates.
 
@@ -239,11 +245,34 @@ def sample_inpaint(
         steps=steps,
         ts=ts,
         eps=eps,
-        snr=snr,
-        corrector_steps=corrector_steps,
+        corrector=_inpaint_corrector(corrector, snr, corrector_steps),
         resample=resample,
         denoise=denoise,
     )
+
+
+def _inpaint_corrector(corrector, snr, corrector_steps) -> LangevinCorrector:
+    """The Langevin corrector ``sample_inpaint`` interleaves with replacements:
+    ``corrector=``, or one from the ``snr=``/``corrector_steps=`` numbers (never both);
+    zero steps where neither is given."""
+    if corrector is not None and (snr is not None or corrector_steps is not None):
+        raise ValueError(
+            "give either corrector= or snr=/corrector_steps= (which build "
+            f"LangevinCorrector(snr, n_steps)), not both: got corrector={corrector!r}, "
+            f"snr={snr!r}, corrector_steps={corrector_steps!r}"
+        )
+    if corrector is None:
+        steps = 0 if corrector_steps is None else corrector_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+        return LangevinCorrector(snr=0.16 if snr is None else snr, n_steps=steps)
+    if not isinstance(corrector, LangevinCorrector):
+        raise ValueError(
+            "sample_inpaint replaces the known coordinates between single Langevin "
+            "steps, so its corrector must be a samplers.LangevinCorrector or None, got "
+            f"{corrector!r}"
+        )
+    return corrector
 
 
 @eqx.filter_jit
@@ -258,16 +287,13 @@ def _sample_inpaint(
     steps,
     ts,
     eps,
-    snr,
-    corrector_steps,
+    corrector,
     resample,
     denoise,
 ):
     check_eps(eps, sde)
     if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
         raise ValueError(f"resample must be an integer >= 1, got resample={resample!r}")
-    if not isinstance(corrector_steps, int) or corrector_steps < 0:
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
     if steps is None and ts is None:
         steps = 1000
     grid = time_grid(steps, ts, sde.T, eps)
@@ -277,7 +303,7 @@ def _sample_inpaint(
     init_key, solver_key = jax.random.split(solver_key)
     imputer = Imputation(
         predictor=solver,
-        corrector=LangevinCorrector(snr=snr, n_steps=corrector_steps),
+        corrector=corrector,
         score_fn=score_fn,
         sde=sde,
         x_known=x_known.astype(jnp.result_type(float)),

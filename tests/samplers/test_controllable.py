@@ -314,6 +314,37 @@ def test_inpaint_validates_its_inputs():
         samplers.sample_inpaint(**ok, x_known=x, mask=jnp.array([0.5, 1.0]))
 
 
+def test_inpaint_corrector_object_equals_its_numbers():
+    """corrector=LangevinCorrector(snr, n_steps) is snr=/corrector_steps=, as for
+    sample_pc; giving both, or a corrector that is not Langevin, is refused."""
+    forward = sde.VPSDE()
+    oracle = sde.MixtureOracle(sde.GaussianMixture.ring(4), forward)
+    ok = dict(
+        score_fn=oracle.score,
+        sde=forward,
+        key=jax.random.key(0),
+        steps=3,
+        x_known=jnp.zeros((4, 2)),
+        mask=jnp.array([1, 0]),
+    )
+    x_obj, st_obj = samplers.sample_inpaint(
+        **ok, corrector=samplers.LangevinCorrector(snr=0.2, n_steps=2)
+    )
+    x_num, st_num = samplers.sample_inpaint(**ok, snr=0.2, corrector_steps=2)
+    np.testing.assert_array_equal(np.asarray(x_obj), np.asarray(x_num))
+    assert int(st_obj["nfe"]) == int(st_num["nfe"]) == 3 * 3
+    x_none, st_none = samplers.sample_inpaint(**ok)
+    x_zero, _ = samplers.sample_inpaint(**ok, corrector_steps=0)
+    np.testing.assert_array_equal(np.asarray(x_none), np.asarray(x_zero))
+    assert int(st_none["nfe"]) == 3
+    with pytest.raises(ValueError, match="give either corrector= or snr="):
+        samplers.sample_inpaint(**ok, corrector=samplers.LangevinCorrector(), snr=0.1)
+    with pytest.raises(ValueError, match="must be a samplers.LangevinCorrector or None"):
+        samplers.sample_inpaint(**ok, corrector="langevin")
+    with pytest.raises(ValueError, match="corrector_steps must be an integer >= 0"):
+        samplers.sample_inpaint(**ok, corrector_steps=-1)
+
+
 # ---------------------------------------------------------------------------------
 # colorization
 
