@@ -156,6 +156,8 @@ PARAMETRISATIONS: dict[str, Callable[[ModelConfig], networks.AbstractParametrisa
     "noise": lambda c: networks.NoisePrediction(),
     "score": lambda c: networks.DirectScore(),
     "denoiser": lambda c: networks.EDMDenoiser(sigma_data=c.sigma_data),
+    "velocity": lambda c: networks.VelocityPrediction(),  # flow matching's target
+    "data": lambda c: networks.DataPrediction(),  # x0-prediction
 }
 
 

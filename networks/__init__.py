@@ -10,7 +10,8 @@ functions.
 * Condition embeddings: :class:`GaussianFourierProjection` (its fixed
   :class:`FourierFrequencies`) and :func:`sinusoidal_embedding`.
 * Parametrisations (what the output means): :class:`NoisePrediction`,
-  :class:`DirectScore`, :class:`EDMDenoiser`, and the exact bases added to any of them,
+  :class:`DirectScore`, :class:`DataPrediction`,
+  :class:`VelocityPrediction`, :class:`EDMDenoiser`, and the exact bases added to any of them,
   :class:`GaussianResidual` and :class:`HistogramResidual`.
 * Score functions for the samplers: :func:`score_fn` (live module) and
   :class:`ScoreFunction` (a snapshot that never recompiles for new weights).
@@ -39,16 +40,19 @@ from ._ncsnpp import ddpm_cifar10 as ddpm_cifar10
 from ._ncsnpp import ddpmpp_cifar10 as ddpmpp_cifar10
 from ._ncsnpp import ncsnpp_cifar10 as ncsnpp_cifar10
 from ._parametrisation import AbstractParametrisation as AbstractParametrisation
+from ._parametrisation import DataPrediction as DataPrediction
 from ._parametrisation import DirectScore as DirectScore
 from ._parametrisation import EDMDenoiser as EDMDenoiser
 from ._parametrisation import GaussianResidual as GaussianResidual
 from ._parametrisation import NoisePrediction as NoisePrediction
+from ._parametrisation import VelocityPrediction as VelocityPrediction
 from ._score_function import ScoreFunction as ScoreFunction
 from ._score_function import score_fn as score_fn
 from ._unet import SmallUNet as SmallUNet
 
 __all__ = [
     "AbstractParametrisation",
+    "DataPrediction",
     "DiT",
     "DirectScore",
     "EDMDenoiser",
@@ -62,6 +66,7 @@ __all__ = [
     "NoisePrediction",
     "ScoreFunction",
     "SmallUNet",
+    "VelocityPrediction",
     "count_params",
     "ddpm_cifar10",
     "ddpmpp_cifar10",

@@ -9,6 +9,8 @@ parametrisation               network input     score
 ============================  ================  =====================================
 :class:`NoisePrediction`      ``(x, t)``        :math:`-F / s` (``F`` predicts ``z``)
 :class:`DirectScore`          ``(x, t)``        :math:`F / s` or :math:`F`
+:class:`DataPrediction`       ``(x, t)``        :math:`(a F - x) / s^2`
+:class:`VelocityPrediction`   ``(x, t)``        :math:`2 (f x - F) / g^2`
 :class:`EDMDenoiser`          ``(c_in x/a,``    :math:`(a D - x) / s^2`,
                               ``c_noise)``      :math:`D = c_\text{skip} x/a + c_\text{out} F`
 ============================  ================  =====================================
@@ -86,6 +88,52 @@ class DirectScore(AbstractParametrisation):
             return out
         _, s = sde.marginal(broadcast_cond(t, x))
         return out / expand_time(s, x)
+
+
+class DataPrediction(AbstractParametrisation):
+    r"""The network predicts the clean data (:math:`x_0`-prediction; Li & He 2025 argue
+    raw-pixel transformers need it):
+
+    .. math:: F(x_t, t) \approx E[x_0 \mid x_t], \qquad
+        \nabla \log p_t(x) = \frac{a(t) F - x}{s(t)^2}
+
+    (Tweedie's formula). Its loss :math:`\|F - x_0\|^2` is denoising score matching
+    weighted by :math:`s^4 / a^2`.
+    """
+
+    def inputs(self, sde, x, t):
+        return x, broadcast_cond(t, x)
+
+    def to_score(self, sde, x, t, out):
+        a, s = sde.marginal(broadcast_cond(t, x))
+        return (expand_time(a, x) * out - x) / expand_time(s**2, x)
+
+
+class VelocityPrediction(AbstractParametrisation):
+    r"""The network predicts the flow-matching velocity, the probability-flow drift
+    :math:`v = E[\dot a\, x_0 + \dot s\, z \mid x_t]` (Lipman et al. 2023; on the
+    rectified-flow path :math:`v = E[z - x_0 \mid x_t]`, SD3's target). With
+    :math:`\dot a = f a` and :math:`\dot s - f s = g^2 / (2s)` (the moment equations),
+    :math:`v = f x + \tfrac{g^2}{2s} E[z \mid x_t]`, so
+
+    .. math:: E[z \mid x_t] = \frac{2s}{g^2}(F - f x), \qquad
+        \nabla \log p_t(x) = -\frac{E[z \mid x_t]}{s} = \frac{2 (f x - F)}{g^2}.
+
+    Its loss :math:`\|F - v\|^2` is denoising score matching weighted by
+    :math:`(g^2/2s)^2` against the noise-prediction loss (``docs/maths.md``). Works on
+    every SDE; on the rectified-flow path :math:`g^2/(2s) = 1/(1 - t)` and
+    :math:`E[z \mid x_t] = x + (1 - t) F`.
+    """
+
+    def inputs(self, sde, x, t):
+        return x, broadcast_cond(t, x)
+
+    def to_score(self, sde, x, t, out):
+        t = broadcast_cond(t, x)
+        _, s = sde.marginal(t)
+        f, g = sde.drift_coeff(t), sde.diffusion(t)
+        z = expand_time(2 * s / g**2, x) * (out - expand_time(f, x) * x)
+        return -z / expand_time(s, x)
 
 
 class EDMDenoiser(AbstractParametrisation):

@@ -38,7 +38,7 @@ class _ModelFields:
     embed_dim: int = 64
     embedding: str = "fourier"  # "fourier" | "sinusoidal" (mlp, unet)
     dropout: float = 0.0
-    parametrisation: str = "noise"  # "noise" | "score" | "denoiser"
+    parametrisation: str = "noise"  # "noise" | "score" | "denoiser" | "velocity" | "data"
     sigma_data: float = 0.5  # denoiser
     gaussian_base: bool = False  # add the exact score of N(0, I) data (use with data.whiten)
     # images: add the exact score of the per-pixel training histograms (pixel space)
