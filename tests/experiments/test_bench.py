@@ -80,6 +80,7 @@ def test_solver_specs_come_from_the_build_table():
     assert per_step["heun"] == per_step["dpmpp2s"] == 2 and per_step["unipc"] == 1
 
 
+@pytest.mark.slow  # ~30 s on 2 cores; the solver specs and grids have their own tests here
 def test_bench_solvers_smoke(tmp_path):
     out = tmp_path / "b"
     rc = bench.main(

@@ -149,6 +149,7 @@ def check_outputs(workdir, settings):
     assert "## Where the GAN does well" in report and "no likelihood" in report
 
 
+@pytest.mark.slow  # ~30-50 s on 2 cores; its tasks, runs and report are tested one by one
 def test_experiment_end_to_end_tiny(tmp_path):
     vs_gan.run(TINY, tmp_path, log=lambda *_: None)
     check_outputs(tmp_path, TINY)
@@ -221,7 +222,7 @@ def test_oracle_runs_on_every_sde(name, tmp_path, capsys):
 
 def test_oracle_refuses_an_unknown_sde_up_front(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        oracle.main(["--sde", "rf", "--workdir", str(tmp_path / "w")])
+        oracle.main(["--sde", "no-such-sde", "--workdir", str(tmp_path / "w")])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert all(name in err for name in build.SDES), err
