@@ -14,6 +14,7 @@ from ._losses import dsm_loss_at as dsm_loss_at
 from ._losses import sample_time as sample_time
 from ._mixture import GaussianMixture as GaussianMixture
 from ._mixture import MixtureOracle as MixtureOracle
+from ._path_change import PathChange as PathChange
 from ._rectified_flow import RectifiedFlow as RectifiedFlow
 from ._types import ScoreFn as ScoreFn
 from ._ve import VESDE as VESDE
@@ -25,6 +26,7 @@ __all__ = [
     "EDMSDE",
     "GaussianMixture",
     "MixtureOracle",
+    "PathChange",
     "RectifiedFlow",
     "ScoreFn",
     "SubVPSDE",
