@@ -53,7 +53,8 @@ LIK = dict(rtol=1e-4, atol=1e-4, eps=1e-5)  # adaptive likelihood settings
 
 def _env(devices: int, cache: pathlib.Path | None = None) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    flags = os.environ.get("XLA_FLAGS", "")  # keep the suite's own flags (conftest.py)
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     if cache is not None:  # the resumed run reuses the first run's compilations
@@ -448,6 +449,11 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+# The two-process runs (two coordinated OS processes on one machine, ~100 s of the 2
+# cores together) run in -m slow; the default run keeps the 8-device checks above.
+TWO_PROCESS = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """Train with 2 processes; SIGKILL process 1 after the first checkpoint; time how
@@ -489,6 +495,7 @@ def two_processes(tmp_path_factory):
     return info
 
 
+@TWO_PROCESS
 def test_survivor_exits_with_clear_error_when_a_process_dies(two_processes):
     info = two_processes
     assert info["killed_returncode"] == -signal.SIGKILL
@@ -501,6 +508,7 @@ def test_survivor_exits_with_clear_error_when_a_process_dies(two_processes):
     assert "another process died" in log or "another task died" in log, log[-3000:]
 
 
+@TWO_PROCESS
 def test_two_processes_resume_after_kill_to_the_single_process_state(two_processes, reference):
     from experiments import config as config_lib
     from experiments import distributed
@@ -523,6 +531,7 @@ def test_two_processes_resume_after_kill_to_the_single_process_state(two_process
     _assert_same_state(_state_leaves(run.state), reference["state"])
 
 
+@TWO_PROCESS
 def test_per_sample_adaptive_likelihood_across_two_processes(tmp_path, unsharded_likelihood):
     """Samples needing 43 to 97 evaluations, split over 2 processes x 2 devices: no
     hang, and the result of one device."""
