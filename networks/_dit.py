@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from ._checks import check_choice, check_int, check_positive
 from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
@@ -66,17 +66,40 @@ def _layer_norm(x: Array, eps: float = 1e-6) -> Array:
     return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
+def _attend(q: Array, k: Array, v: Array, heads: int, key_mask: Array | None) -> Array:
+    """Multi-head attention of ``q [B, N, W]`` over ``k, v [B, S, W]``; ``key_mask
+    [B, S]`` (True: attend) hides padding."""
+    b, n, w = q.shape
+    split = lambda a: a.reshape(a.shape[0], a.shape[1], heads, w // heads)  # noqa: E731
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = jax.nn.dot_product_attention(split(q), split(k), split(v), mask=mask)
+    return out.reshape(b, n, w)
+
+
 class _Attention(nnx.Module):
     def __init__(self, width: int, heads: int, kw: dict):
         self.heads = heads
         self.qkv = nnx.Linear(width, 3 * width, kernel_init=xavier_uniform, **kw)
         self.proj = nnx.Linear(width, width, kernel_init=xavier_uniform, **kw)
 
-    def __call__(self, h: Array) -> Array:
-        b, n, w = h.shape
-        q, k, v = jnp.split(self.qkv(h).reshape(b, n, 3, self.heads, w // self.heads), 3, 2)
-        out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
-        return self.proj(out.reshape(b, n, w))
+    def __call__(self, h: Array, key_mask: Array | None = None) -> Array:
+        q, k, v = jnp.split(self.qkv(h), 3, -1)
+        return self.proj(_attend(q, k, v, self.heads, key_mask))
+
+
+class _CrossAttention(nnx.Module):
+    """Attention of the patches over a context sequence (PixArt-alpha's layout); the
+    output projection starts at zero, so a new context starts as no change."""
+
+    def __init__(self, width: int, context_dim: int, heads: int, kw: dict):
+        self.heads = heads
+        self.q = nnx.Linear(width, width, kernel_init=xavier_uniform, **kw)
+        self.kv = nnx.Linear(context_dim, 2 * width, kernel_init=xavier_uniform, **kw)
+        self.proj = nnx.Linear(width, width, kernel_init=_ZERO, bias_init=_ZERO, **kw)
+
+    def __call__(self, h: Array, context: Array, key_mask: Array | None) -> Array:
+        k, v = jnp.split(self.kv(context.astype(h.dtype)), 2, -1)
+        return self.proj(_attend(self.q(h), k, v, self.heads, key_mask))
 
 
 class _MLP(nnx.Module):
@@ -92,10 +115,14 @@ class _MLP(nnx.Module):
 class DiTBlock(nnx.Module):
     """One transformer block, ``(h [B, N, W], c [B, W] | None) -> h``: adaLN-Zero
     modulation from ``c``, or (``c=None``, U-ViT) plain pre-LN; with ``skip_in`` the
-    block first merges a long skip (``h <- Linear([h, skip])``)."""
+    block first merges a long skip (``h <- Linear([h, skip])``); with ``context_dim``
+    it attends to a context sequence after its self-attention."""
 
-    def __init__(self, width, heads, mlp_ratio, *, adaln: bool, skip_in: bool, kw: dict):
+    def __init__(
+        self, width, heads, mlp_ratio, *, adaln: bool, skip_in: bool, context_dim, kw: dict
+    ):
         self.attn = _Attention(width, heads, kw)
+        self.cross = None if context_dim is None else _CrossAttention(width, context_dim, heads, kw)
         self.mlp = _MLP(width, mlp_ratio, kw)
         self.modulation = (
             nnx.Linear(width, 6 * width, kernel_init=_ZERO, bias_init=_ZERO, **kw)
@@ -106,19 +133,26 @@ class DiTBlock(nnx.Module):
             nnx.Linear(2 * width, width, kernel_init=xavier_uniform, **kw) if skip_in else None
         )
 
-    def __call__(self, h: Array, c: Array | None, skip: Array | None = None) -> Array:
+    def __call__(self, h, c, skip=None, context=None, context_mask=None, key_mask=None):
         if self.skip is not None:
             h = self.skip(jnp.concatenate([h, skip], axis=-1))
         if self.modulation is None:
-            h = h + self.attn(_layer_norm(h))
+            h = h + self.attn(_layer_norm(h), key_mask)
+            h = self._cross(h, context, context_mask)
             return h + self.mlp(_layer_norm(h))
         b1, s1, g1, b2, s2, g2 = jnp.split(self.modulation(nnx.silu(c))[:, None], 6, -1)
-        h = h + g1 * self.attn(_layer_norm(h) * (1 + s1) + b1)
+        h = h + g1 * self.attn(_layer_norm(h) * (1 + s1) + b1, key_mask)
+        h = self._cross(h, context, context_mask)
         return h + g2 * self.mlp(_layer_norm(h) * (1 + s2) + b2)
 
+    def _cross(self, h, context, context_mask):
+        if self.cross is None or context is None:
+            return h
+        return h + self.cross(_layer_norm(h), context, context_mask)
 
-def _call_block(block, h, c, skip):
-    return block(h, c, skip)
+
+def _call_block(block, h, c, skip, context, context_mask, key_mask):
+    return block(h, c, skip, context, context_mask, key_mask)
 
 
 _remat_block = nnx.remat(_call_block)
@@ -138,6 +172,12 @@ class DiT(nnx.Module):
         out_channels: ``C_out``, default ``in_channels`` (DiT's learned variance: 2C).
         conditioning: ``"adaln"`` (DiT's adaLN-Zero) or ``"tokens"`` (U-ViT: time and
             label tokens, no modulation, a final 3x3 convolution).
+        context_dim: the width of a context sequence (text tokens) to condition on:
+            with adaLN, a cross-attention after each self-attention (PixArt-alpha's
+            layout, output projections zero at init); with tokens, the context is
+            projected and joins the sequence (U-ViT's text model). ``None``: none.
+        pooled_dim: the width of a pooled conditioning vector (SD3's pooled text
+            embedding), projected and added to the time embedding. ``None``: none.
         long_skips: U-ViT's skips from the first half of the blocks to the second
             (default: on for tokens, off for adaLN).
         embedding, embed_dim, cond_scale: the time embedding (as the U-Nets';
@@ -160,6 +200,8 @@ class DiT(nnx.Module):
         out_channels: int | None = None,
         conditioning: str = "adaln",
         long_skips: bool | None = None,
+        context_dim: int | None = None,
+        pooled_dim: int | None = None,
         embedding: str = "sinusoidal",
         embed_dim: int = 256,
         cond_scale: float | None = None,
@@ -212,6 +254,16 @@ class DiT(nnx.Module):
             if num_classes is None
             else LabelEmbedding(num_classes, width, embedding_init=normal, rngs=rngs)
         )
+        self.context_dim = None if context_dim is None else check_int("context_dim", context_dim, 1)
+        self.pooled_dim = None if pooled_dim is None else check_int("pooled_dim", pooled_dim, 1)
+        self.pooled = (
+            None if pooled_dim is None else nnx.Linear(pooled_dim, width, kernel_init=normal, **kw)
+        )
+        self.context_in = (
+            nnx.Linear(context_dim, width, kernel_init=xavier_uniform, **kw)
+            if context_dim is not None and not self.adaln
+            else None
+        )
         half = depth // 2 if self.long_skips else 0
         self.blocks = nnx.List(
             [
@@ -221,6 +273,7 @@ class DiT(nnx.Module):
                     mlp_ratio,
                     adaln=self.adaln,
                     skip_in=self.long_skips and i >= depth - half,
+                    context_dim=context_dim if self.adaln else None,
                     kw=kw,
                 )
                 for i in range(depth)
@@ -254,7 +307,14 @@ class DiT(nnx.Module):
         x: Float[Array, "B H W C"],
         cond: Float[Array, " B"],
         labels: Int[Array, " B"] | None = None,
+        *,
+        context: Float[Array, "B L E"] | None = None,
+        context_mask: Bool[Array, "B L"] | None = None,
+        pooled: Float[Array, "B P"] | None = None,
     ) -> Float[Array, "B H W C_out"]:
+        """``context`` (``[B, L, context_dim]``, ``context_mask`` True where a token is
+        real) and ``pooled`` (``[B, pooled_dim]``) are optional: left out, the network
+        runs without them, the null condition of guidance."""
         size, p, g = self.image_size, self.patch, self.grid
         if x.shape[1:] != (size, size, self.in_channels):
             raise ValueError(
@@ -264,25 +324,36 @@ class DiT(nnx.Module):
         if labels is not None and self.label is None:
             raise ValueError("labels were given to a network built with num_classes=None")
         b = x.shape[0]
+        self._check_condition(b, context, context_mask, pooled)
         dtype = x.dtype if self.dtype is None else self.dtype
         patches = x.reshape(b, g, p, g, p, -1).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
         h = self.patchify(patches.astype(dtype)) + sincos_positions(g, self.width).astype(dtype)
         c = self.embed(broadcast_cond(cond, x, jnp.float32))
+        if self.pooled is not None and pooled is not None:
+            c = c + self.pooled(pooled.astype(dtype)).astype(c.dtype)
         if self.label is not None:
             y = self.label(labels, b)
             c = c + y if self.adaln else c
-        extra = 0
+        extra, key_mask = 0, None
         if not self.adaln:  # U-ViT: the condition as tokens before the patches
             tokens = [c[:, None]] + ([] if self.label is None else [y[:, None]])
-            extra = len(tokens)
+            if self.context_in is not None and context is not None:
+                tokens.append(self.context_in(context.astype(dtype)))
+                if context_mask is not None:
+                    head = jnp.ones((b, len(tokens) - 1), bool)
+                    tail = jnp.ones((b, h.shape[1]), bool)
+                    key_mask = jnp.concatenate([head, context_mask.astype(bool), tail], 1)
+            extra = sum(t.shape[1] for t in tokens)
             h = jnp.concatenate([t.astype(h.dtype) for t in tokens] + [h], axis=1)
-            c = None
+            c, context = None, None
         else:
             c = c.astype(dtype)
+        mask = None if context_mask is None else context_mask.astype(bool)
         skips = []
         for i, block in enumerate(self.blocks):
             skip = skips.pop() if block.skip is not None else None
-            h = _remat_block(block, h, c, skip) if self.remat else block(h, c, skip)
+            args = (h, c, skip, context, mask, key_mask)
+            h = _remat_block(block, *args) if self.remat else block(*args)
             if i < self.half:
                 skips.append(h)
         h = _layer_norm(h[:, extra:])
@@ -294,6 +365,31 @@ class DiT(nnx.Module):
         if self.conv_out is not None:
             out = self.conv_out(out)
         return out.astype(x.dtype)
+
+    def _check_condition(self, b, context, context_mask, pooled):
+        if context is not None:
+            if self.context_dim is None:
+                raise ValueError("context was given to a network built with context_dim=None")
+            if context.ndim != 3 or context.shape[0] != b or context.shape[2] != self.context_dim:
+                raise ValueError(
+                    f"context must have shape [B, L, {self.context_dim}] with B={b}, got "
+                    f"shape {context.shape}"
+                )
+            if context_mask is not None and context_mask.shape != context.shape[:2]:
+                raise ValueError(
+                    f"context_mask must have shape [B, L]={context.shape[:2]}, got "
+                    f"shape {context_mask.shape}"
+                )
+        elif context_mask is not None:
+            raise ValueError("context_mask was given without a context")
+        if pooled is not None:
+            if self.pooled_dim is None:
+                raise ValueError("pooled was given to a network built with pooled_dim=None")
+            if pooled.shape != (b, self.pooled_dim):
+                raise ValueError(
+                    f"pooled must have shape [B, {self.pooled_dim}] with B={b}, got shape "
+                    f"{pooled.shape}"
+                )
 
 
 # (width, depth, heads) of Peebles & Xie 2023, Table 1.

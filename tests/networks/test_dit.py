@@ -4,6 +4,7 @@ labels, bf16 compute, and use through a parametrisation by a sampler."""
 
 from __future__ import annotations
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,6 +82,43 @@ def test_zero_at_init_then_time_labels_and_positions_all_matter(conditioning):
     assert not np.allclose(base, _forward(model, X, T, None))  # the null class
     rolled = _forward(model, jnp.roll(X, 2, axis=1), T, labels)
     assert not np.allclose(jnp.roll(base, 2, axis=1), rolled)
+
+
+@pytest.mark.parametrize("conditioning", ["adaln", "tokens"])
+def test_context_tokens_mask_and_pooled_vector(conditioning):
+    """A context sequence (cross-attention, or U-ViT's extra tokens) and a pooled vector
+    both change the output; a masked-out token does not; leaving them out runs."""
+    model = _tiny(conditioning=conditioning, context_dim=6, pooled_dim=5)
+    ctx = jax.random.normal(jax.random.key(1), (3, 4, 6))
+    mask = jnp.array([[True, True, False, False]] * 3)
+    pooled = jax.random.normal(jax.random.key(2), (3, 5))
+    assert not np.any(np.asarray(model(X, T, context=ctx, context_mask=mask, pooled=pooled)))
+    model = _randomised(model)
+    run = nnx.jit(lambda m, c, k, p: m(X, T, context=c, context_mask=k, pooled=p))
+    base = run(model, ctx, mask, pooled)
+    assert not np.allclose(base, run(model, ctx.at[:, 0].add(1.0), mask, pooled))
+    np.testing.assert_allclose(base, run(model, ctx.at[:, 3].add(1.0), mask, pooled), atol=1e-6)
+    assert not np.allclose(base, run(model, ctx, mask, pooled + 1.0))
+    assert np.all(np.isfinite(model(X, T)))  # no context, no pooled vector: the null condition
+    with pytest.raises(ValueError, match=r"context must have shape \[B, L, 6\]"):
+        model(X, T, context=ctx[..., :5])
+    with pytest.raises(ValueError, match="pooled was given"):
+        _tiny()(X, T, pooled=pooled)
+
+
+def test_a_new_key_compiles_nothing():
+    """A ScoreFunction snapshot of a DiT in a sampler: a second key (and new weights of
+    the same shapes) reuse the compiled program."""
+    vp, param = sde.VPSDE(), networks.NoisePrediction()
+    score = networks.ScoreFunction.from_module(_randomised(_tiny()), vp, param)
+    traced, traces = helpers.tracing_score(score)
+    kw = dict(sde=vp, shape=(2, 8, 8, 1), solver=samplers.DPMSolverPP2M(), steps=2)
+    samplers.sample_ode(score_fn=traced, key=jax.random.key(0), **kw)
+    first = len(traces)
+    samplers.sample_ode(score_fn=traced, key=jax.random.key(1), **kw)
+    again = networks.ScoreFunction.from_module(_randomised(_tiny(), seed=5), vp, param)
+    samplers.sample_ode(score_fn=type(traced)(again), key=jax.random.key(2), **kw)
+    assert first > 0 and len(traces) == first
 
 
 def test_patchify_and_unpatchify_are_inverse_and_per_patch():
