@@ -36,6 +36,7 @@ import sde as sde_lib
 from sde import ScoreFn
 from sde._checks import check_eps
 
+from ._pc import resolve_corrector
 from ._reverse import finish
 from ._sde import reverse_sde_solve, split_sampling_key
 from ._solvers.corrector import LangevinCorrector
@@ -252,20 +253,11 @@ def sample_inpaint(
 
 
 def _inpaint_corrector(corrector, snr, corrector_steps) -> LangevinCorrector:
-    """The Langevin corrector ``sample_inpaint`` interleaves with replacements:
-    ``corrector=``, or one from the ``snr=``/``corrector_steps=`` numbers (never both);
-    zero steps where neither is given."""
-    if corrector is not None and (snr is not None or corrector_steps is not None):
-        raise ValueError(
-            "give either corrector= or snr=/corrector_steps= (which build "
-            f"LangevinCorrector(snr, n_steps)), not both: got corrector={corrector!r}, "
-            f"snr={snr!r}, corrector_steps={corrector_steps!r}"
-        )
+    """The Langevin corrector ``sample_inpaint`` interleaves with replacements (zero
+    steps where none is given)."""
+    corrector = resolve_corrector(corrector, snr, corrector_steps, unset=None, default_steps=0)
     if corrector is None:
-        steps = 0 if corrector_steps is None else corrector_steps
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
-        return LangevinCorrector(snr=0.16 if snr is None else snr, n_steps=steps)
+        return LangevinCorrector(n_steps=0)
     if not isinstance(corrector, LangevinCorrector):
         raise ValueError(
             "sample_inpaint replaces the known coordinates between single Langevin "

@@ -19,11 +19,14 @@ from ._stepping import bind, count_evaluations, time_grid
 _DEFAULT_CORRECTOR = LangevinCorrector(snr=0.16, n_steps=1)
 
 
-def _resolve_corrector(corrector, snr, corrector_steps) -> AbstractCorrector | None:
-    """The corrector ``sample_pc`` runs: ``corrector=``, or one built from the
-    ``snr=``/``corrector_steps=`` numbers (never both)."""
+def resolve_corrector(
+    corrector, snr, corrector_steps, *, unset=_DEFAULT_CORRECTOR, default_steps: int = 1
+) -> AbstractCorrector | None:
+    """The corrector a sampler runs: ``corrector=``, or one built from the
+    ``snr=``/``corrector_steps=`` numbers (never both). ``unset`` is the sampler's
+    default ``corrector``, ``default_steps`` its default ``corrector_steps``."""
     numbers_given = snr is not None or corrector_steps is not None
-    if numbers_given and corrector is not _DEFAULT_CORRECTOR:
+    if numbers_given and corrector is not unset:
         raise ValueError(
             "give either corrector= or snr=/corrector_steps= (which build "
             f"LangevinCorrector(snr, n_steps)), not both: got corrector={corrector!r}, "
@@ -32,7 +35,7 @@ def _resolve_corrector(corrector, snr, corrector_steps) -> AbstractCorrector | N
     if numbers_given:
         return LangevinCorrector(
             snr=_DEFAULT_CORRECTOR.snr if snr is None else snr,
-            n_steps=_DEFAULT_CORRECTOR.n_steps if corrector_steps is None else corrector_steps,
+            n_steps=default_steps if corrector_steps is None else corrector_steps,
         )
     if corrector is not None and not isinstance(corrector, AbstractCorrector):
         raise ValueError(
@@ -91,7 +94,7 @@ def sample_pc(
         solver=solver,
         steps=steps,
         ts=ts,
-        corrector=_resolve_corrector(corrector, snr, corrector_steps),
+        corrector=resolve_corrector(corrector, snr, corrector_steps),
         eps=eps,
         denoise=denoise,
     )

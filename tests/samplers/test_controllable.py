@@ -339,9 +339,18 @@ def test_inpaint_corrector_object_equals_its_numbers():
     assert int(st_none["nfe"]) == 3
     with pytest.raises(ValueError, match="give either corrector= or snr="):
         samplers.sample_inpaint(**ok, corrector=samplers.LangevinCorrector(), snr=0.1)
-    with pytest.raises(ValueError, match="must be a samplers.LangevinCorrector or None"):
+    with pytest.raises(ValueError, match="corrector must be a samplers.AbstractCorrector"):
         samplers.sample_inpaint(**ok, corrector="langevin")
-    with pytest.raises(ValueError, match="corrector_steps must be an integer >= 0"):
+
+    class Still(samplers.AbstractCorrector):  # a corrector that is not Langevin
+        score_evaluations = 0
+
+        def __call__(self, score_fn, sde, x, t, h, key):
+            return x
+
+    with pytest.raises(ValueError, match="must be a samplers.LangevinCorrector or None"):
+        samplers.sample_inpaint(**ok, corrector=Still())
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 0, got -1"):
         samplers.sample_inpaint(**ok, corrector_steps=-1)
 
 
