@@ -25,6 +25,7 @@ attention in bf16 while LayerNorm statistics and the output stay in float32.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ _ZERO = nnx.initializers.zeros
 CONDITIONINGS = ("adaln", "tokens")
 
 
+@functools.lru_cache(maxsize=16)
 def sincos_positions(grid: int, dim: int) -> np.ndarray:
     r"""Fixed 2-D sin-cos positions ``[grid * grid, dim]`` (MAE/DiT): half of the
     features encode the row, half the column, each as
@@ -55,7 +57,9 @@ def sincos_positions(grid: int, dim: int) -> np.ndarray:
         arg = pos.reshape(-1)[:, None] * omega[None]
         return np.concatenate([np.sin(arg), np.cos(arg)], axis=1)
 
-    return np.concatenate([encode(rows), encode(cols)], axis=1).astype(np.float32)
+    table = np.concatenate([encode(rows), encode(cols)], axis=1).astype(np.float32)
+    table.flags.writeable = False  # cached: shared by every call
+    return table
 
 
 def _layer_norm(x: Array, eps: float = 1e-6) -> Array:
