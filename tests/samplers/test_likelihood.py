@@ -34,11 +34,12 @@ SDES = {
     "vp": lambda: sde.VPSDE(beta_max=40.0),
     "subvp": lambda: sde.SubVPSDE(beta_max=40.0),
     "ve": lambda: sde.VESDE(sigma_max=1000.0),
+    "rf": lambda: sde.RectifiedFlow(),  # T = 0.999: a mismatch of ~5e-7 |x0|^2 nats
 }
 
 
 @pytest.mark.parametrize("dim", ["2d", "16d"])
-@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve", "rf"])
 def test_exact_likelihood_matches_closed_form(name, dim):
     forward, mixture = SDES[name](), MIXTURES[dim]()
     oracle = sde.MixtureOracle(mixture, forward)
