@@ -30,7 +30,8 @@ import sde as sde_lib
 from experiments import architectures
 from experiments import data as data_lib
 from experiments.config import Config, ConfigError, ModelConfig, SDEConfig, TrainConfig
-from sde._losses import TIME_SAMPLINGS, WEIGHTINGS
+from sde._losses import WEIGHTINGS
+from sde._time_sampling import TIME_SAMPLINGS
 
 
 def lookup(table: dict, name: str, what: str):
@@ -197,10 +198,22 @@ def model(c: ModelConfig, shape: tuple[int, ...], seed: int) -> nnx.Module:
 Loss = Callable[..., Any]  # loss(score_fn, sde, x0, key) -> per-example losses [B]
 
 
+def time_sampling(t: TrainConfig) -> sde_lib.TimeSampling:
+    """The density over log-SNR that ``train.t_sampling`` names, with its parameters."""
+    make = lookup(TIME_SAMPLINGS, t.t_sampling, "time sampling")
+    params = {
+        "logit_normal": dict(mean=t.logit_mean, std=t.logit_std),
+        "lognormal": dict(p_mean=t.p_mean, p_std=t.p_std),
+    }
+    return make(**params.get(t.t_sampling, {}))
+
+
 def _dsm(t: TrainConfig, m: ModelConfig) -> Loss:
+    density = time_sampling(t)
+
     def loss(score_fn, forward, x0, key):
         return sde_lib.dsm_loss(
-            score_fn, forward, x0, key, weighting=t.weighting, t_sampling=t.t_sampling, eps=t.eps
+            score_fn, forward, x0, key, weighting=t.weighting, t_sampling=density, eps=t.eps
         )
 
     return loss

@@ -11,11 +11,19 @@ from ._edm import edm_loss as edm_loss
 from ._edm import edm_loss_at as edm_loss_at
 from ._losses import dsm_loss as dsm_loss
 from ._losses import dsm_loss_at as dsm_loss_at
+from ._losses import loss_weight as loss_weight
 from ._losses import sample_time as sample_time
 from ._mixture import GaussianMixture as GaussianMixture
 from ._mixture import MixtureOracle as MixtureOracle
 from ._path_change import PathChange as PathChange
 from ._rectified_flow import RectifiedFlow as RectifiedFlow
+from ._time_sampling import NormalLogSNR as NormalLogSNR
+from ._time_sampling import TimeSampling as TimeSampling
+from ._time_sampling import UniformLogSNR as UniformLogSNR
+from ._time_sampling import UniformTime as UniformTime
+from ._time_sampling import logit_normal as logit_normal
+from ._time_sampling import lognormal as lognormal
+from ._time_sampling import time_sampling as time_sampling
 from ._types import ScoreFn as ScoreFn
 from ._ve import VESDE as VESDE
 from ._vp import VPSDE as VPSDE
@@ -26,10 +34,14 @@ __all__ = [
     "EDMSDE",
     "GaussianMixture",
     "MixtureOracle",
+    "NormalLogSNR",
     "PathChange",
     "RectifiedFlow",
     "ScoreFn",
     "SubVPSDE",
+    "TimeSampling",
+    "UniformLogSNR",
+    "UniformTime",
     "VESDE",
     "VPSDE",
     "dsm_loss",
@@ -37,5 +49,9 @@ __all__ = [
     "edm_loss",
     "edm_loss_at",
     "expand_time",
+    "lognormal",
+    "logit_normal",
+    "loss_weight",
     "sample_time",
+    "time_sampling",
 ]

@@ -71,10 +71,18 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._base import AbstractSDE, expand_time
 from ._checks import check_eps
+from ._time_sampling import TIME_SAMPLINGS, TimeSampling, UniformLogSNR, time_sampling
 from ._types import ScoreFn
 
-WEIGHTINGS = ("std2", "likelihood")
-TIME_SAMPLINGS = ("uniform", "stratified", "antithetic", "importance")
+WEIGHTINGS = ("std2", "likelihood", "velocity", "data")
+# The factor on 0.5 ||s score + z||^2 (the noise-prediction loss) that gives each
+# weighting's loss at time t; "likelihood" is integrated rather than averaged over t.
+_FACTORS = {
+    "std2": lambda sde, t, s: jnp.ones_like(s),
+    "likelihood": lambda sde, t, s: (sde.diffusion(t) / s) ** 2,
+    "velocity": lambda sde, t, s: (sde.diffusion(t) ** 2 / (2 * s)) ** 2,
+    "data": lambda sde, t, s: (s / sde.mean_coeff(t)) ** 2,
+}
 
 
 def _check_choice(name: str, value: object, accepted: tuple[str, ...]) -> None:
@@ -87,13 +95,23 @@ def _check_batch(batch: object) -> None:
         raise ValueError(f"batch must be an integer >= 1, got batch={batch!r}")
 
 
+def _resolve(method, name: str = "method") -> TimeSampling:
+    try:
+        return time_sampling(method)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be one of {tuple(TIME_SAMPLINGS)} or a sde.TimeSampling, "
+            f"got {name}={method!r}"
+        ) from None
+
+
 def sample_time(
     key: PRNGKeyArray,
     batch: int,
     *,
     sde: AbstractSDE,
     eps: float = 1e-5,
-    method: str = "uniform",
+    method: str | TimeSampling = "uniform",
     dtype=None,
 ) -> tuple[Float[Array, " B"], Float[Array, " B"]]:
     r"""Draw ``batch`` times in ``[eps, T]`` and their importance weights.
@@ -102,7 +120,8 @@ def sample_time(
     :math:`[\epsilon, T]` to the density ``t`` was drawn from, so that for every
     ``h``, :math:`E[\text{weight}\cdot h(t)] = E_{t \sim U[\epsilon, T]}[h(t)]`.
 
-    ``method``:
+    ``method`` is a :class:`sde.TimeSampling` (a density over the log-SNR, see
+    :mod:`sde._time_sampling`) or one of these names:
 
     ``"uniform"``
         i.i.d. :math:`t = \epsilon + (T - \epsilon) u`, ``u ~ U[0, 1]``; weight 1.
@@ -119,39 +138,57 @@ def sample_time(
         :math:`p(t) = g^2 / (2 s^2 \Delta\lambda)`, weight
         :math:`1 / ((T - \epsilon)\, p(t)) = 2 \Delta\lambda\, s^2 / ((T-\epsilon) g^2)`.
         Meant for the ``"likelihood"`` weighting (see the module docstring).
+    ``"logit_normal"``
+        SD3's :math:`\text{logit}(t_{RF}) \sim N(0, 1)`, i.e. :math:`\lambda \sim N(0,
+        1)` truncated to the range (:func:`sde.logit_normal` for other parameters).
+    ``"lognormal"``
+        EDM's :math:`\ln\sigma \sim N(-1.2, 1.2^2)`, i.e. :math:`\lambda \sim
+        N(1.2, 1.2^2)` truncated (:func:`sde.lognormal` for other parameters).
 
     ``dtype`` sets the float type of both outputs (default: JAX's default float).
     Example::
 
         t, w = sde.sample_time(key, 128, sde=sde.VPSDE(), eps=1e-5, method="importance")
+        t, w = sde.sample_time(key, 128, sde=sde.VPSDE(), method=sde.logit_normal(0.5, 1.0))
     """
     _check_batch(batch)
     check_eps(eps, sde)
-    _check_choice("method", method, TIME_SAMPLINGS)
-    if method == "antithetic" and batch % 2:
+    density = _resolve(method)
+    if density.scheme == "antithetic" and batch % 2:
         raise ValueError(f"method='antithetic' needs an even batch, got batch={batch}")
     dtype = jnp.result_type(float) if dtype is None else dtype
-    T, span = sde.T, sde.T - eps
-    ones = jnp.ones((batch,), dtype)
-    if method == "uniform":
-        u = jax.random.uniform(key, (batch,), dtype)
-    elif method == "stratified":
-        k_perm, k_u = jax.random.split(key)
-        strata = jax.random.permutation(k_perm, batch).astype(dtype)
-        u = (strata + jax.random.uniform(k_u, (batch,), dtype)) / batch
-    elif method == "antithetic":
-        u = jax.random.uniform(key, (batch // 2,), dtype)
-        u = jnp.concatenate([u, 1 - u])
-    else:  # importance
-        lam_T = sde.log_snr(jnp.asarray(T, dtype))
-        lam_eps = sde.log_snr(jnp.asarray(eps, dtype))
-        lam = lam_T + jax.random.uniform(key, (batch,), dtype) * (lam_eps - lam_T)
-        t = jnp.clip(sde.log_snr_inverse(lam).astype(dtype), eps, T)
-        s = sde.std(t)
-        g = sde.diffusion(t)
-        weight = 2 * (lam_eps - lam_T) * s**2 / (span * g**2)
-        return t, weight.astype(dtype)
-    return eps + span * u, ones
+    t = density.sample(key, batch, sde=sde, eps=eps, dtype=dtype)
+    return t, density.weight(t, sde=sde, eps=eps).astype(dtype)
+
+
+def loss_weight(
+    lam: Float[ArrayLike, "..."],
+    *,
+    sde: AbstractSDE,
+    eps: float = 1e-5,
+    weighting: str = "std2",
+    t_sampling: str | TimeSampling = "uniform",
+) -> Array:
+    r"""The weight :math:`w(\lambda)` of Kingma and Gao (2023) under which
+    :func:`dsm_loss`'s expectation is
+
+    .. math:: E[\ell] = \int_{\lambda(T)}^{\lambda(\epsilon)} w(\lambda)\,
+        E\|\hat\epsilon - \epsilon\|^2 \, d\lambda,
+        \qquad \hat\epsilon = -s\, s_\theta(x_t, t),
+
+    so ``w = 1`` is the ELBO's weighting (the ``"likelihood"`` weighting, whatever the
+    sampler). Averaged weightings take their density from the sampler:
+    :math:`w = \tfrac12 p(\lambda)\, c(\lambda)` with :math:`c = 1` (``"std2"``),
+    :math:`(g^2/2s)^2` (``"velocity"``) or :math:`(s/a)^2 = e^{-2\lambda}` (``"data"``).
+    """
+    _check_choice("weighting", weighting, WEIGHTINGS)
+    lam = jnp.asarray(lam, jnp.result_type(float))
+    if weighting == "likelihood":
+        return jnp.ones_like(lam)
+    density = _resolve(t_sampling, "t_sampling")
+    t = sde.log_snr_inverse(lam)
+    factor = _FACTORS[weighting](sde, t, sde.std(t))
+    return 0.5 * jnp.exp(density.log_prob(lam, sde=sde, eps=eps)) * factor
 
 
 def dsm_loss_at(
@@ -166,10 +203,20 @@ def dsm_loss_at(
     r"""The DSM loss at given times and noise: :math:`\tfrac12 \lambda(t)\|s_\theta +
     z/s\|^2`, summed over all non-batch axes, one value per example.
 
-    ``weighting="std2"`` gives :math:`\tfrac12\|s\,s_\theta(x_t, t) + z\|^2`;
-    ``"likelihood"`` gives :math:`\tfrac12 g^2 \|s_\theta + z/s\|^2`. No factor for the
-    distribution of ``t`` is applied: :func:`dsm_loss` adds it. Useful to look at the
-    loss as a function of ``t``. Example::
+    With :math:`\ell_\epsilon = \tfrac12\|s\,s_\theta(x_t, t) + z\|^2` (the
+    noise-prediction loss, :math:`\hat\epsilon = -s\,s_\theta`), ``weighting``:
+
+    - ``"std2"``: :math:`\ell_\epsilon`;
+    - ``"likelihood"``: :math:`\tfrac12 g^2 \|s_\theta + z/s\|^2 = (g/s)^2\ell_\epsilon`;
+    - ``"velocity"``: the flow-matching loss :math:`\tfrac12\|\hat v - u\|^2 =
+      (g^2/2s)^2 \ell_\epsilon`, with :math:`\hat v = f x - \tfrac12 g^2 s_\theta` and
+      the conditional velocity :math:`u = a' x_0 + s' z` (on the rectified-flow path,
+      :math:`u = z - x_0`: SD3's loss);
+    - ``"data"``: the x-prediction loss :math:`\tfrac12\|\hat x_0 - x_0\|^2 =
+      (s/a)^2\ell_\epsilon`.
+
+    No factor for the distribution of ``t`` is applied: :func:`dsm_loss` adds it. Useful
+    to look at the loss as a function of ``t``. Example::
 
         ell = sde.dsm_loss_at(oracle.score, vp, x0, jnp.full((B,), 0.3), z)
     """
@@ -181,7 +228,7 @@ def dsm_loss_at(
     sq = jnp.sum(jnp.reshape(residual, (x0.shape[0], -1)) ** 2, axis=-1)
     if weighting == "std2":
         return 0.5 * sq
-    return 0.5 * (sde.diffusion(t) / s) ** 2 * sq
+    return 0.5 * _FACTORS[weighting](sde, t, s) * sq
 
 
 def dsm_loss(
@@ -191,7 +238,7 @@ def dsm_loss(
     key: PRNGKeyArray,
     *,
     weighting: str = "std2",
-    t_sampling: str = "uniform",
+    t_sampling: str | TimeSampling = "uniform",
     eps: float = 1e-5,
 ) -> Float[Array, " B"]:
     r"""Per-example denoising score-matching loss (nats, summed over non-batch axes).
@@ -200,8 +247,11 @@ def dsm_loss(
     forms :math:`x_t = a(t) x_0 + s(t) z` and returns, for each example,
 
     - ``weighting="std2"``: :math:`\tfrac12\|s\, s_\theta(x_t, t) + z\|^2`, an unbiased
-      estimate of the time *average* over :math:`U[\epsilon, T]` (score_sde's loss with
-      ``reduce_mean=False``);
+      estimate of its average over the sampler's density: the time *average* over
+      :math:`U[\epsilon, T]` for ``"uniform"`` (score_sde's loss with
+      ``reduce_mean=False``); under ``"logit_normal"`` or ``"lognormal"`` the density is
+      the weighting, as in SD3 and EDM (:func:`loss_weight` gives it over
+      :math:`\lambda`); ``"velocity"`` and ``"data"`` are averaged the same way;
     - ``weighting="likelihood"``: :math:`(T-\epsilon)\,w\,\tfrac12 g^2\|s_\theta +
       z/s\|^2`, an unbiased estimate of the *integral*
       :math:`\int_\epsilon^T \tfrac12 g^2 E\|s_\theta + z/s\|^2 dt` (Song, Durkan,
@@ -216,15 +266,15 @@ def dsm_loss(
         loss = sde.dsm_loss(score_fn, sde.VPSDE(), x0, key).mean()
     """
     _check_choice("weighting", weighting, WEIGHTINGS)
-    _check_choice("t_sampling", t_sampling, TIME_SAMPLINGS)
-    if t_sampling == "importance" and weighting != "likelihood":
+    density = _resolve(t_sampling, "t_sampling")
+    if isinstance(density, UniformLogSNR) and weighting != "likelihood":
         raise ValueError(
             "t_sampling='importance' samples t with density proportional to g^2/s^2 and "
             f"needs weighting='likelihood', got weighting={weighting!r}"
         )
     check_eps(eps, sde)
     k_t, k_z = jax.random.split(key)
-    t, weight = sample_time(k_t, x0.shape[0], sde=sde, eps=eps, method=t_sampling, dtype=x0.dtype)
+    t, weight = sample_time(k_t, x0.shape[0], sde=sde, eps=eps, method=density, dtype=x0.dtype)
     noise = jax.random.normal(k_z, x0.shape, x0.dtype)
     loss = dsm_loss_at(score_fn, sde, x0, t, noise, weighting=weighting)
     if weighting == "likelihood":

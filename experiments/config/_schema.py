@@ -82,10 +82,14 @@ class TrainConfig:
     grad_clip: float = 1.0  # global norm; 0 disables
     ema_decay: float = 0.999
     loss: str = "dsm"  # "dsm" (weighting, t_sampling, eps) | "edm" (p_mean, p_std)
-    weighting: str = "std2"  # dsm: "std2" | "likelihood"
-    t_sampling: str = "uniform"  # dsm: "uniform" | "stratified" | "antithetic" | "importance"
+    weighting: str = "std2"  # dsm: "std2" (noise) | "likelihood" | "velocity" | "data"
+    # dsm: "uniform" | "stratified" | "antithetic" | "importance" (log-SNR uniform) |
+    # "logit_normal" (logit_mean, logit_std) | "lognormal" (p_mean, p_std)
+    t_sampling: str = "uniform"
     eps: float = 1e-5  # dsm: smallest training time
-    p_mean: float = -1.2  # edm: ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022)
+    logit_mean: float = 0.0  # logit_normal: logit(t_RF) ~ N(mean, std^2) (SD3)
+    logit_std: float = 1.0
+    p_mean: float = -1.2  # edm, lognormal: ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022)
     p_std: float = 1.2
     p_uncond: float = 0.1  # class-conditional: label dropped (null class) with this probability
     seed: int = 0

@@ -9,6 +9,7 @@ that no object owns. Comparisons are written so that NaN fails them.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from experiments.architectures import sections
 
@@ -76,10 +77,27 @@ def _numbers(cfg: Config) -> None:
             "eval.s_noise must be > 0 and eval.s_tmin <= eval.s_tmax; got "
             f"{cfg.eval.s_noise!r}, {cfg.eval.s_tmin!r}, {cfg.eval.s_tmax!r}"
         )
-    if cfg.train.loss == "edm" and not cfg.train.p_std > 0:
-        raise ConfigError(f"train.p_std must be > 0, got {cfg.train.p_std!r}")
-    if cfg.train.weighting == "std2" and cfg.train.t_sampling == "importance":
-        raise ConfigError("train.t_sampling=importance needs train.weighting=likelihood")
+    _time_sampling(cfg.train)
+
+
+def _time_sampling(t) -> None:
+    """The parameters of the loss's time density: finite means, positive spreads."""
+    uses = {
+        ("p_mean", "p_std"): t.loss == "edm" or t.t_sampling == "lognormal",
+        ("logit_mean", "logit_std"): t.loss == "dsm" and t.t_sampling == "logit_normal",
+    }
+    for (mean, std), used in uses.items():
+        if not used:
+            continue
+        if not math.isfinite(getattr(t, mean)):
+            raise ConfigError(f"train.{mean} must be finite, got {getattr(t, mean)!r}")
+        if not getattr(t, std) > 0 or not math.isfinite(getattr(t, std)):
+            raise ConfigError(f"train.{std} must be finite and > 0, got {getattr(t, std)!r}")
+    if t.weighting != "likelihood" and t.t_sampling == "importance":
+        raise ConfigError(
+            "train.t_sampling=importance needs train.weighting=likelihood, "
+            f"got train.weighting={t.weighting}"
+        )
 
 
 def _sections(cfg: Config) -> None:

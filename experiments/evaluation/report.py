@@ -15,6 +15,15 @@ def _loss_curve(run: Run) -> None:
         plotting.loss_curve(rows, run.workdir / "loss.png")
 
 
+def _time_sampling(tc) -> str:
+    """``train.t_sampling`` with the parameters it uses."""
+    if tc.t_sampling == "logit_normal":
+        return f"logit_normal({tc.logit_mean:g}, {tc.logit_std:g})"
+    if tc.t_sampling == "lognormal":
+        return f"lognormal({tc.p_mean:g}, {tc.p_std:g})"
+    return tc.t_sampling
+
+
 def _table(lik: dict, sample_info: dict) -> list[str]:
     lines = [
         "| metric | value |",
@@ -51,7 +60,7 @@ def report(run: Run, train_info: dict, sample_info: dict, lik: dict) -> str:
         f"- model: {m.architecture} ({m.parametrisation} prediction), SDE {cfg.sde.name}, "
         f"{tc.steps} steps of batch {tc.batch_size}, lr {tc.lr} ({tc.schedule}), "
         f"EMA {tc.ema_decay}, loss {tc.loss}"
-        + (f" (weighting {tc.weighting})" if tc.loss == "dsm" else ""),
+        + (f" (weighting {tc.weighting}, t {_time_sampling(tc)})" if tc.loss == "dsm" else ""),
         f"- training time: {train_info.get('train_seconds', float('nan')):.0f} s"
         + (f" (resumed from step {resumed})" if resumed else ""),
         f"- evaluated checkpoint: step {lik['checkpoint_step']}",

@@ -173,12 +173,33 @@ def test_wrong_type_names_key_and_expected_type(override, expected):
         (["train.eps=0"], "train.eps must lie in (0, T) = (0, 1)"),
         (["eval.likelihood_eps=1.5"], "eval.likelihood_eps must lie in (0, T) = (0, 1)"),
         (["train.t_sampling=importance"], "importance needs train.weighting=likelihood"),
+        (["train.t_sampling=beta"], "unknown time sampling 'beta'; choose one of "),
+        (["train.t_sampling=logit_normal", "train.logit_std=0"], "train.logit_std must be"),
+        (["train.t_sampling=logit_normal", "train.logit_mean=nan"], "train.logit_mean must"),
+        (["train.t_sampling=lognormal", "train.p_std=-1"], "train.p_std must be finite"),
+        (["train.weighting=l2"], "unknown DSM weighting 'l2'"),
     ],
 )
 def test_invalid_values_are_refused(overrides, expected):
     with pytest.raises(config_lib.ConfigError) as err:
         config_lib.load("checkerboard", overrides)
     assert expected in str(err.value)
+
+
+def test_time_sampling_config_builds_the_log_snr_density():
+    """SD3's logit(t) ~ N(m, s^2) is lambda ~ N(-m, s^2); EDM's ln sigma ~ N(P_mean,
+    P_std^2) is lambda ~ N(-P_mean, P_std^2); the loss is built with that density."""
+    import sde
+    from experiments import build
+
+    cfg = config_lib.load("checkerboard", ["train.t_sampling=logit_normal", "train.logit_mean=0.5"])
+    density = build.time_sampling(cfg.train)
+    assert isinstance(density, sde.NormalLogSNR)
+    assert (density.mean, density.std) == (-0.5, 1.0)
+    cfg = config_lib.load("checkerboard", ["train.t_sampling=lognormal", "train.p_std=0.8"])
+    density = build.time_sampling(cfg.train)
+    assert (density.mean, density.std) == (1.2, 0.8)
+    assert isinstance(build.time_sampling(config_lib.load("checkerboard").train), sde.UniformTime)
 
 
 def test_unknown_config_name_lists_named_configs():

@@ -330,3 +330,135 @@ def test_bad_sample_time_arguments_raise():
         sde.dsm_loss_at(
             lambda x, t: x, vp, jnp.zeros((2, 2)), jnp.ones(2), jnp.zeros((2, 2)), weighting="l2"
         )
+
+
+# ---- densities over the log-SNR (logit-normal, log-normal) and other weightings ----------
+
+RF = sde.RectifiedFlow()
+
+
+def rf_schedule(t):
+    """``(a^2, s^2, g^2)`` of the rectified-flow path, written again in NumPy."""
+    return (1 - t) ** 2, t**2, 2 * t / (1 - t)
+
+
+def factor(weighting: str, a2, s2, g2):
+    """The factor on 0.5 ||s score + z||^2 of each weighting, in NumPy."""
+    return {"std2": 1.0, "velocity": g2**2 / (4 * s2), "data": s2 / a2}[weighting]
+
+
+def test_logit_normal_times_on_rf_are_sd3s_and_lognormal_sigmas_are_edms():
+    """On RF, logit(t) ~ N(0.5, 0.8^2) (SD3's definition in t); on EDM (t = sigma),
+    ln t ~ N(-1.2, 1.2^2) truncated to [ln eps, ln 80] (EDM's definition in sigma)."""
+    n, eps = 50_000, 1e-5
+    method = sde.logit_normal(0.5, 0.8)
+    t, _ = sde.sample_time(jax.random.PRNGKey(8), n, sde=RF, eps=eps, method=method)
+    logit = np.log(np.asarray(t, np.float64) / (1 - np.asarray(t, np.float64)))
+    assert scipy.stats.kstest(logit, scipy.stats.norm(0.5, 0.8).cdf).pvalue > 1e-3
+    edm, eps_edm = sde.EDMSDE(), 0.002
+    t, _ = sde.sample_time(jax.random.PRNGKey(9), n, sde=edm, eps=eps_edm, method="lognormal")
+    lo, hi = (np.log(eps_edm) + 1.2) / 1.2, (np.log(80.0) + 1.2) / 1.2
+    law = scipy.stats.truncnorm(lo, hi, loc=-1.2, scale=1.2)
+    assert scipy.stats.kstest(np.log(np.asarray(t, np.float64)), law.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("weighting", ["std2", "velocity", "data"])
+def test_logit_normal_losses_on_rf_match_sd3_integral(weighting, mixture, x0_big):
+    """E[loss] under logit-normal times equals the t-integral with SD3's density
+    phi(logit t) / (t (1 - t)) (NumPy), and Kingma & Gao's lambda-integral with
+    sde.loss_weight; "velocity" is the flow-matching loss 0.5||v - (z - x0)||^2."""
+    eps = 1e-3
+    oracle = sde.MixtureOracle(mixture, RF)
+    ell = sde.dsm_loss(
+        oracle.score,
+        RF,
+        x0_big,
+        jax.random.PRNGKey(4),
+        weighting=weighting,
+        t_sampling="logit_normal",
+        eps=eps,
+    )
+
+    def sq_residual(t):  # E||s score + z||^2 at the optimum
+        a2, s2, _ = rf_schedule(t)
+        return D * a2 * SIGMA0**2 / (a2 * SIGMA0**2 + s2)
+
+    def in_t(t):
+        a2, s2, g2 = rf_schedule(t)
+        logit = math.log(t / (1 - t))
+        density = scipy.stats.norm.pdf(logit) / (t * (1 - t))
+        return density * 0.5 * factor(weighting, a2, s2, g2) * sq_residual(t)
+
+    mass = scipy.stats.norm.cdf(math.log(RF.T / (1 - RF.T))) - scipy.stats.norm.cdf(
+        math.log(eps / (1 - eps))
+    )
+    want, _ = scipy.integrate.quad(in_t, eps, RF.T, limit=200, points=[0.5])
+    want /= mass
+    m, se = mean_and_se(ell)
+    assert abs(m - want) < 4 * se, (m, want, se)
+
+    def in_lam(lam):  # Kingma & Gao: E[loss] = int w(lambda) E||eps_hat - eps||^2 dlambda
+        w = sde.loss_weight(lam, sde=RF, eps=eps, weighting=weighting, t_sampling="logit_normal")
+        return float(w) * sq_residual(1 / (1 + math.exp(lam)))  # t(lambda) on RF
+
+    lam_T, lam_eps = math.log((1 - RF.T) / RF.T), math.log((1 - eps) / eps)
+    via_w, _ = scipy.integrate.quad(in_lam, lam_T, lam_eps, limit=200, points=[0.0])
+    assert via_w == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_normal_log_snr_samplers_keep_the_likelihood_integral(name, mixture, x0_big):
+    """Any sampler's weight keeps the likelihood weighting unbiased for its integral,
+    and loss_weight is 1 for it (the ELBO weighting of Kingma & Gao)."""
+    eps = 1e-3
+    s = SDES[name]
+    oracle = sde.MixtureOracle(mixture, s)
+    want = likelihood_integral(name, eps)
+    for i, method in enumerate(["logit_normal", "lognormal"]):
+        ell = sde.dsm_loss(
+            oracle.score,
+            s,
+            x0_big,
+            jax.random.PRNGKey(40 + i),
+            weighting="likelihood",
+            t_sampling=method,
+            eps=eps,
+        )
+        m, se = mean_and_se(ell)
+        assert abs(m - want) < 4 * se, (method, m, want, se)
+    w = sde.loss_weight(jnp.linspace(-3, 3, 7), sde=s, eps=eps, weighting="likelihood")
+    np.testing.assert_array_equal(np.asarray(w), 1.0)
+
+
+def test_uniform_time_density_over_log_snr_integrates_to_one():
+    """p(lambda) of uniform-in-t is 2 s^2 / ((T - eps) g^2) at t(lambda); on each SDE it
+    integrates to 1 over [lambda(T), lambda(eps)], as the truncated normals do."""
+    eps = 1e-3
+    for forward in [SDES["vp"], SDES["ve"], RF]:
+        lam_T, lam_eps = (float(forward.log_snr(v)) for v in (forward.T, eps))
+        for density in [sde.UniformTime(), sde.lognormal(), sde.logit_normal(1.0, 2.0)]:
+            lam = np.linspace(lam_T, lam_eps, 20_001)  # one call; Simpson's rule
+            p = np.exp(np.asarray(density.log_prob(jnp.asarray(lam), sde=forward, eps=eps)))
+            total = scipy.integrate.simpson(p, x=lam)
+            assert total == pytest.approx(1.0, abs=2e-4), (forward, density)
+
+
+def test_time_sampling_objects_and_bad_parameters():
+    t1, w1 = sde.sample_time(jax.random.PRNGKey(1), 64, sde=RF, method="stratified")
+    t2, w2 = sde.sample_time(
+        jax.random.PRNGKey(1), 64, sde=RF, method=sde.UniformTime(scheme="stratified")
+    )
+    np.testing.assert_array_equal(np.asarray(t1), np.asarray(t2))
+    t3, _ = sde.sample_time(
+        jax.random.PRNGKey(1), 64, sde=RF, method=sde.logit_normal(scheme="stratified")
+    )
+    u = scipy.stats.norm.cdf(np.log(np.asarray(t3, np.float64) / (1 - np.asarray(t3))))
+    np.testing.assert_array_equal(np.sort(np.floor(u * 64).astype(int)), np.arange(64))
+    with pytest.raises(ValueError, match="std=0"):
+        sde.logit_normal(0.0, 0.0)
+    with pytest.raises(ValueError, match="p_mean=nan"):
+        sde.lognormal(float("nan"))
+    with pytest.raises(ValueError, match="scheme=.*'sobol'"):
+        sde.UniformTime(scheme="sobol")
+    with pytest.raises(ValueError, match="t_sampling=.*'beta'"):
+        sde.loss_weight(0.0, sde=RF, t_sampling="beta")
