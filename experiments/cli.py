@@ -127,8 +127,12 @@ def inpaint(args) -> int:
 
 
 def likelihood(args) -> int:
+    run = Run.restore(args.workdir)
+    if args.method == "elbo":
+        _print(evaluation.elbo(run, split=args.split, n_t=args.n_t, n=args.n))
+        return 0
     out = evaluation.likelihood(
-        Run.restore(args.workdir),
+        run,
         split=args.split,
         solver=args.solver,
         rtol=args.rtol,
@@ -276,10 +280,20 @@ def _likelihood_parser(sub) -> None:
     p = sub.add_parser(
         "likelihood",
         help="test log-likelihood (likelihood.json)",
-        description="Test log-likelihood through the probability-flow ODE.",
+        description="Test log-likelihood through the probability-flow ODE (likelihood.json), "
+        "or its continuous-time variational bound (--method elbo: elbo.json, beside the "
+        "ODE figure).",
     )
     p.add_argument("--workdir", required=True, type=pathlib.Path)
     p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument(
+        "--method",
+        default="ode",
+        choices=["ode", "elbo"],
+        help="ode: exact through the probability-flow ODE (default); elbo: the "
+        "variational bound, 2 x --n-t score evaluations per example",
+    )
+    p.add_argument("--n-t", type=int, default=16, help="elbo: times per example (default 16)")
     p.add_argument("--solver")
     p.add_argument("--rtol", type=float)
     p.add_argument("--atol", type=float)

@@ -12,6 +12,7 @@ from ._brownian import GridBrownianPath as GridBrownianPath
 from ._colorize import colour_transform as colour_transform
 from ._colorize import sample_colorize as sample_colorize
 from ._edm import sample_edm as sample_edm
+from ._elbo import elbo as elbo
 from ._grid_tuning import optimize_grid as optimize_grid
 from ._grids import karras_grid as karras_grid
 from ._grids import log_snr_grid as log_snr_grid
@@ -82,4 +83,5 @@ __all__ = [
     "sample_pc",
     "sample_sde",
     "uniform_grid",
+    "elbo",
 ]

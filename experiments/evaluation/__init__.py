@@ -5,6 +5,7 @@ its files into ``run.workdir``."""
 from .inpaint import MASKS as MASKS
 from .inpaint import inpaint as inpaint
 from .inpaint import inpaint_mask as inpaint_mask
+from .likelihood import elbo as elbo
 from .likelihood import likelihood as likelihood
 from .likelihood import validation_nll as validation_nll
 from .quality import sample_quality as sample_quality

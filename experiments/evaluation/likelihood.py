@@ -24,6 +24,8 @@ from experiments import build, distributed
 from experiments import data as data_lib
 from experiments.run import Run
 
+ELBO_TIMES = "lognormal"  # the ELBO's time density (lowest variance on the oracle)
+
 
 def _dequantizer(run: Run):
     r"""For ``eval.dequantization=truncated_normal`` (i-DODE, Zheng et al. 2023): a map
@@ -75,45 +77,76 @@ def _mean_stderr(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
 
 
-def _score(run: Run, split: str, solver, rtol, atol, n, progress):
+def _ode_estimate(run: Run, score_fn, solver, rtol, atol):
+    """``(x, key) -> (logp, nfe)`` through the probability-flow ODE."""
+    eval_cfg = run.cfg.eval
+
+    def estimate(x, key):
+        logp, stats = samplers.log_likelihood(
+            score_fn=score_fn,
+            sde=run.sde,
+            x=x,
+            key=key,
+            solver=solver,
+            rtol=rtol,
+            atol=atol,
+            eps=eval_cfg.likelihood_eps,
+            divergence=eval_cfg.divergence,
+            n_probes=eval_cfg.n_probes,
+        )
+        return logp, int(stats["nfe"]), None
+
+    return estimate
+
+
+def _elbo_estimate(run: Run, score_fn, n_t: int):
+    """``(x, key) -> (logp_lower, nfe, stderr)`` by the continuous-time ELBO (jitted once)."""
+    eps = run.cfg.eval.likelihood_eps
+
+    @jax.jit
+    def bound(x, key):
+        lower, stats = samplers.elbo(
+            score_fn=score_fn, sde=run.sde, x=x, key=key, n_t=n_t, eps=eps, t_sampling=ELBO_TIMES
+        )
+        return lower, stats["stderr"]
+
+    def estimate(x, key):
+        lower, stderr = bound(x, key)
+        return lower, 2 * n_t, stderr
+
+    return estimate
+
+
+def _score(run: Run, split: str, make_estimate, n, progress, desc="likelihood"):
     """Per-example log-densities of the model (with the fixed maps' and the
-    dequantisation's corrections), of the base alone where there is one, and the NFE
-    of each batch."""
+    dequantisation's corrections), of the base alone where there is one, the NFE of each
+    batch and, for a Monte Carlo estimate, each example's standard error."""
     eval_cfg, mesh = run.cfg.eval, distributed.mesh()
-    score_fn = distributed.batch_sharded_score(run.score_function(), mesh)
+    estimate = make_estimate(distributed.batch_sharded_score(run.score_function(), mesh))
     dequantize, base_logp = _dequantizer(run), _base_log_density(run)
-    logps, corrections, base_logps, nfes = [], [], [], []
+    logps, corrections, base_logps, nfes, stderrs = [], [], [], [], []
     for r in range(eval_cfg.dequant_repeats if run.source.discrete else 1):
         data = getattr(run.source, split)(run.cfg.train.seed + r)[:n]
         batches = range(0, len(data), eval_cfg.batch_size)
-        for i in tqdm(batches, desc=f"likelihood {r + 1}", disable=not progress, unit="batch"):
+        for i in tqdm(batches, desc=f"{desc} {r + 1}", disable=not progress, unit="batch"):
             chunk = data[i : i + eval_cfg.batch_size]
             correction = run.source.log_jacobian(chunk)
             if dequantize is not None:
                 chunk, extra = dequantize(chunk, np.random.default_rng([r, i, 5]))
                 correction = correction + extra
             x, size = distributed.shard_batch(chunk, mesh)
-            logp, stats = samplers.log_likelihood(
-                score_fn=score_fn,
-                sde=run.sde,
-                x=x,
-                key=jax.random.key(1000 * r + i),
-                solver=solver,
-                rtol=rtol,
-                atol=atol,
-                eps=eval_cfg.likelihood_eps,
-                divergence=eval_cfg.divergence,
-                n_probes=eval_cfg.n_probes,
-            )
+            logp, nfe, stderr = estimate(x, jax.random.key(1000 * r + i))
             logps.append(distributed.to_host(logp)[:size].astype(np.float64))
+            if stderr is not None:
+                stderrs.append(distributed.to_host(stderr)[:size].astype(np.float64))
             if base_logp is not None:
                 base_logps.append(np.asarray(base_logp(jax.numpy.asarray(chunk)), np.float64))
             corrections.append(correction)
-            nfes.append(int(stats["nfe"]))
+            nfes.append(nfe)
     correction = np.concatenate(corrections)
     logp = np.concatenate(logps) + correction
     base = np.concatenate(base_logps) + correction if base_logps else None
-    return logp, base, nfes
+    return logp, base, nfes, (np.concatenate(stderrs) if stderrs else None)
 
 
 def _summary(run: Run, logp: np.ndarray, base: np.ndarray | None) -> dict:
@@ -167,12 +200,11 @@ def likelihood(
     solver_name = solver or eval_cfg.solver
     rtol, atol = rtol or eval_cfg.rtol, atol or eval_cfg.atol
     start = time.perf_counter()
-    logp, base, nfes = _score(
+    solver_obj = build.solver(solver_name)
+    logp, base, nfes, _ = _score(
         run,
         split,
-        build.solver(solver_name),
-        rtol,
-        atol,
+        lambda score_fn: _ode_estimate(run, score_fn, solver_obj, rtol, atol),
         n or eval_cfg.n_likelihood or None,
         progress and distributed.is_main(),
     )
@@ -193,6 +225,67 @@ def likelihood(
     if distributed.is_main() and run.workdir is not None:
         (run.workdir / "likelihood.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def elbo(
+    run: Run,
+    *,
+    split: str = "test",
+    n_t: int = 16,
+    n: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """The continuous-time variational bound (:func:`samplers.elbo`, ``n_t`` times per
+    example, ``2 n_t`` score evaluations): an upper bound on the NLL (and on bits/dim
+    for images) of the reverse-SDE model, beside the ODE figure of ``likelihood.json``
+    when that file is for the same checkpoint. Writes elbo.json in ``run.workdir``."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    if not isinstance(n_t, int) or n_t < 2:
+        raise ValueError(f"n_t must be an integer >= 2, got {n_t!r}")
+    start = time.perf_counter()
+    logp, base, nfes, stderr = _score(
+        run,
+        split,
+        lambda score_fn: _elbo_estimate(run, score_fn, n_t),
+        n or run.cfg.eval.n_likelihood or None,
+        progress and distributed.is_main(),
+        desc="elbo",
+    )
+    seconds = time.perf_counter() - start
+    out = {"split": split, "checkpoint_step": run.step, "bound": "upper bound on the NLL"}
+    out.update(_summary(run, logp, base))
+    out.update(
+        # the Monte Carlo part of the spread: the RMS of the per-example standard errors
+        mc_stderr_nats_rms=float(np.sqrt(np.mean(stderr**2))),
+        nfe=float(np.mean(nfes)),
+        seconds=seconds,
+        seconds_per_example=seconds / len(logp),
+        settings={"n_t": n_t, "eps": run.cfg.eval.likelihood_eps, "t_sampling": ELBO_TIMES},
+    )
+    ode = _ode_figures(run, split)
+    if ode is not None:
+        out["ode"] = ode
+    if distributed.is_main() and run.workdir is not None:
+        (run.workdir / "elbo.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _ode_figures(run: Run, split: str) -> dict | None:
+    """The ODE's figures from likelihood.json when it is for this checkpoint and split."""
+    path = None if run.workdir is None else run.workdir / "likelihood.json"
+    if path is None or not path.exists():
+        return None
+    try:
+        ode = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if ode.get("checkpoint_step") != run.step or ode.get("split") != split:
+        return None
+    keys = ("n", "nll_nats", "nll_nats_stderr", "bits_per_dim", "bits_per_dim_stderr", "nfe")
+    return {k: ode[k] for k in keys if k in ode} | {
+        "seconds_per_example": ode["seconds"] / ode["n"]
+    }
 
 
 def validation_nll(run: Run, n: int, mesh=None) -> float:

@@ -310,6 +310,12 @@ def test_evaluation_writes_samples_likelihood_and_report(reference, tmp_path):
     assert lik["kl_nats"] == pytest.approx(lik["nll_nats"] - math.log(32), abs=1e-12)
     assert "bits_per_dim" not in lik  # continuous data
 
+    bound = evaluation.elbo(run, n=64, n_t=4, progress=False)
+    assert bound == json.loads((workdir / "elbo.json").read_text())
+    assert bound["n"] == 64 and bound["nfe"] == 8 and bound["checkpoint_step"] == TOTAL
+    assert math.isfinite(bound["nll_nats"]) and bound["mc_stderr_nats_rms"] > 0
+    assert bound["ode"]["nll_nats"] == lik["nll_nats"]  # the ODE figure beside it
+
     text = evaluation.report(run, reference.info, s, lik)
     assert (workdir / "report.md").read_text() == text
     assert f"{lik['nll_nats']:.4f}" in text and "KL = NLL - H" in text
