@@ -157,6 +157,11 @@ def bench(argv: list[str]) -> int:
 
 
 def experiment(argv: list[str]) -> int:
+    """``scoresde experiment vs-gan | objectives [options]`` (vs-gan by default)."""
+    if argv and argv[0] == "objectives":
+        from experiments.studies import objectives
+
+        return objectives.main(argv[1:]) or 0
     from experiments.studies import vs_gan
 
     return vs_gan.main(argv) or 0
@@ -311,7 +316,7 @@ PARSERS = {  # command: the function that adds its parser
 PASSTHROUGH = {
     "oracle": (oracle, "every sampler and the likelihood on an exact score"),
     "bench": (bench, "benchmarks: core | train | solvers | scale | gpu_ddpmpp (see BENCHMARKS.md)"),
-    "experiment": (experiment, "reproducible studies: 'experiment vs-gan'"),
+    "experiment": (experiment, "reproducible studies: 'experiment vs-gan | objectives'"),
 }
 
 
