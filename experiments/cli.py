@@ -157,11 +157,13 @@ def bench(argv: list[str]) -> int:
 
 
 def experiment(argv: list[str]) -> int:
-    """``scoresde experiment vs-gan | objectives [options]`` (vs-gan by default)."""
-    if argv and argv[0] == "objectives":
-        from experiments.studies import objectives
+    """``scoresde experiment vs-gan | objectives | path-change [options]`` (vs-gan by
+    default)."""
+    if argv and argv[0] in ("objectives", "path-change"):
+        from experiments.studies import objectives, path_change
 
-        return objectives.main(argv[1:]) or 0
+        study = objectives if argv[0] == "objectives" else path_change
+        return study.main(argv[1:]) or 0
     from experiments.studies import vs_gan
 
     return vs_gan.main(argv) or 0
@@ -316,7 +318,10 @@ PARSERS = {  # command: the function that adds its parser
 PASSTHROUGH = {
     "oracle": (oracle, "every sampler and the likelihood on an exact score"),
     "bench": (bench, "benchmarks: core | train | solvers | scale | gpu_ddpmpp (see BENCHMARKS.md)"),
-    "experiment": (experiment, "reproducible studies: 'experiment vs-gan | objectives'"),
+    "experiment": (
+        experiment,
+        "studies: experiment vs-gan | objectives | path-change",
+    ),
 }
 
 

@@ -236,3 +236,41 @@ def test_quick_experiment_from_the_command_line(tmp_path):
 
     assert cli.main(["experiment", "vs-gan", "--quick", "--workdir", str(tmp_path)]) == 0
     check_outputs(tmp_path, vs_gan.QUICK)
+
+
+@pytest.mark.parametrize("kind", ["rf", pytest.param("edm", marks=pytest.mark.slow)])
+def test_path_change_study_matches_the_runs_own_ode(kind, tmp_path):
+    """A run sampled on the rectified-flow and EDM paths through sde.PathChange gives its
+    own ODE's samples (within the solver's own error) and its log-densities (after the
+    exact log-Jacobian)."""
+    from experiments import config as config_lib
+    from experiments import training
+    from experiments.studies import path_change
+
+    cfg = config_lib.load(
+        "checkerboard",
+        [
+            *("train.steps=3", "train.warmup_steps=1", "train.lr=1e-2", "train.batch_size=64"),
+            *("model.hidden=16", "model.depth=2"),
+        ],
+    )
+    run, _ = training.train(cfg, tmp_path / "run", progress=False)
+    out = path_change.compare(run, kind, n=64, n_lik=16, rtol=1e-4, eps=1e-3, seed=0)
+    assert out["prior_scale_mismatch"] < 1e-4
+    assert out["samples_mean_l2"] <= 3 * out["solver_error_mean_l2"] + 1e-4, out
+    assert out["nll_gap_max_abs"] < 1e-2, out
+
+
+def test_objectives_study_cells_are_valid_configs():
+    from experiments import config as config_lib
+    from experiments.studies import objectives
+
+    args = objectives.parser().parse_args(["--steps", "10", "--n", "50"])
+    for dataset in objectives.DATASETS:
+        for t_sampling in objectives.TIME_SAMPLINGS:
+            for param in objectives.PARAMETRISATIONS:
+                overrides = objectives._cell_overrides(args, dataset, t_sampling, param)
+                cfg = config_lib.load(dataset, overrides)
+                assert (cfg.train.t_sampling, cfg.model.parametrisation) == (t_sampling, param)
+                assert cfg.train.weighting == objectives.MATCHED_LOSS[param]
+                assert cfg.sde.name == "rf" and cfg.train.steps == 10
