@@ -526,7 +526,9 @@ def _write_mnist_fixture(directory: pathlib.Path, n: dict[str, int]) -> None:
             (directory / f"{prefix}-{stem}").write_bytes(head + arr.tobytes())
 
 
-@pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp", "mnist", "mnist_mlp"])
+@pytest.mark.parametrize(
+    "name", ["cifar10_ddpmpp", "cifar10_ncsnpp", "mnist", "mnist_mlp", "mnist_rf"]
+)
 def test_image_configs_load_and_build(name):
     """Each image config validates and builds its full network (abstractly: shapes only)
     for its data's shape; the fixture runs below train them end to end in -m slow."""
