@@ -25,7 +25,10 @@ from experiments import distributed, evaluation, training
 from experiments._parser import Parser
 from experiments.run import Run
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, training.TrainingDiverged)
+# Errors that end a command with one line on stderr and exit status 2. OSError covers
+# a full disk, a read-only or missing path (the message names the path).
+USER_ERRORS = (ValueError, OSError, training.TrainingDiverged, training.RunLocked)
+INTERRUPTED = 130  # the shell's status for SIGINT (128 + 2); also used for SIGTERM
 
 
 def _add_distributed_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +82,11 @@ def _print(info: dict) -> None:
 def train(args) -> int:
     cfg = config_lib.load(args.config, args.overrides)
     run, info = training.train(
-        cfg, args.workdir, progress=not args.quiet, step_timeout=args.step_timeout
+        cfg,
+        args.workdir,
+        progress=not args.quiet,
+        step_timeout=args.step_timeout,
+        restart=args.restart,
     )
     if not args.no_eval:
         s = evaluation.sample(run, progress=not args.quiet)
@@ -187,6 +194,12 @@ def _train_parser(sub) -> None:
     )
     p.add_argument("--workdir", required=True, type=pathlib.Path)
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over in a WORKDIR that holds a run: its files are moved aside into "
+        "WORKDIR/replaced-<time>/, never deleted",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--step-timeout",
@@ -363,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
         _join(args)
         with distributed.exit_on_peer_failure(prog):
             return args.func(args)
+    except training.TrainingInterrupted as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except USER_ERRORS as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,10 @@ validation and divergence stop (:mod:`.loop`), Orbax checkpoints (:mod:`.checkpo
 
 from .checkpoint import Checkpoints as Checkpoints
 from .fit import fit as fit
+from .guard import RunLocked as RunLocked
+from .guard import TrainingInterrupted as TrainingInterrupted
 from .loop import TrainingDiverged as TrainingDiverged
+from .loop import UnreadableRun as UnreadableRun
 from .loop import global_batch as global_batch
 from .loop import prepare_workdir as prepare_workdir
 from .loop import train as train

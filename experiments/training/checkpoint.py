@@ -65,6 +65,7 @@ class Checkpoints:
     """Keeps the last ``keep`` checkpoints of a run under ``directory``."""
 
     def __init__(self, directory: pathlib.Path, keep: int):
+        self.last_error = ""  # why the last unreadable checkpoint failed to restore
         self.manager = ocp.CheckpointManager(
             directory.absolute(),
             options=ocp.CheckpointManagerOptions(
@@ -105,6 +106,7 @@ class Checkpoints:
                 items = {k: from_saveable(v, out[k]) for k, v in abstract.items()}
                 return items, dict(out["meta"])
             except Exception as err:  # noqa: BLE001 - any failure means: try the previous
+                self.last_error = f"step {step}: {type(err).__name__}: {str(err)[:200]}"
                 warnings.warn(
                     f"checkpoint at step {step} in {self.manager.directory} is unreadable "
                     f"({type(err).__name__}: {str(err)[:200]}); falling back to an earlier one",

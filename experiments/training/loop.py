@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from experiments import build, distributed
 from experiments import config as config_lib
 from experiments.run import Run, abstract
+from experiments.training import guard
 from experiments.training import step as step_lib
 from experiments.training.checkpoint import Checkpoints
 
@@ -47,9 +48,15 @@ def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
-    """Write ``config.json``, or check a resumed run's config against it. Every process
-    checks; after a barrier, process 0 alone writes."""
+class UnreadableRun(ValueError):
+    """The work dir holds checkpoints, none of which restores into this config."""
+
+
+def check_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
+    """Refuse a work dir that is a file, or whose run has a different config (only
+    ``train.steps`` may change on resume). Reads only."""
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
     path = workdir / "config.json"
     if path.exists():
         saved = config_lib.read(path)
@@ -57,13 +64,29 @@ def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
         if changed and (workdir / "checkpoints").exists():
             raise config_lib.ConfigError(
                 f"{workdir} holds a run with a different config ({', '.join(changed)}); "
-                "use a new --workdir, or the same config (only train.steps may change)"
+                "use a new --workdir, the same config (only train.steps may change), or "
+                "--restart to move the old run aside"
             )
+
+
+def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
+    """Write ``config.json``, or check a resumed run's config against it. Every process
+    checks; after a barrier, process 0 alone writes."""
+    check_workdir(cfg, workdir)
     distributed.barrier("scoresde-prepare-workdir")  # all have read before anyone writes
     if distributed.is_main():
         workdir.mkdir(parents=True, exist_ok=True)
-        config_lib.save(cfg, path)
+        config_lib.save(cfg, workdir / "config.json")
     distributed.barrier("scoresde-workdir-ready")
+
+
+def _unreadable(workdir: pathlib.Path, ckpts: Checkpoints) -> UnreadableRun:
+    return UnreadableRun(
+        f"{workdir / 'checkpoints'} holds checkpoints at steps {ckpts.steps()} and none of "
+        f"them restores into this config ({ckpts.last_error}); nothing was changed. Train "
+        "with the run's own config, or pass --restart to move the old run aside "
+        "(into WORKDIR/replaced-<time>/) and start over"
+    )
 
 
 def _check_batch(cfg: config_lib.Config, mesh) -> None:
@@ -125,6 +148,7 @@ def train(
     progress: bool = True,
     mesh=None,
     step_timeout: float | None = None,
+    restart: bool = False,
 ) -> tuple[Run, dict]:
     """Train (or resume) ``run`` in ``workdir``; returns the run with the weights that
     evaluation uses (as :meth:`Run.restore` picks them: the best-on-validation
@@ -136,6 +160,12 @@ def train(
     parallelism. ``step_timeout`` (seconds, default off) arms a
     :class:`distributed.Watchdog` after the first step: a process that makes no
     progress for that long exits with a message.
+    Process 0 holds a lock on ``workdir`` throughout (a second ``train`` there is
+    refused: :class:`guard.RunLocked`). The first SIGINT/SIGTERM stops at the next
+    step boundary with a checkpoint and raises :class:`guard.TrainingInterrupted`.
+    Checkpoints that exist but do not restore are refused (:class:`UnreadableRun`),
+    never silently replaced; ``restart=True`` first moves the old run's files aside
+    (:func:`guard.move_aside`).
     """
     workdir = pathlib.Path(workdir)
     run = Run.create(run) if isinstance(run, config_lib.Config) else run
@@ -145,22 +175,37 @@ def train(
     tx, schedule = build.optimizer(train_cfg)
     graphdef, initial = step_lib.init(run, tx)
     shardings = distributed.state_shardings(initial, mesh, fsdp=train_cfg.fsdp)
-    prepare_workdir(cfg, workdir)
-    ckpts = Checkpoints(workdir / "checkpoints", keep=train_cfg.keep)
-    restored = ckpts.restore_latest(step_lib.items(graphdef, abstract(initial, shardings)))
-    if restored is None:
-        state, start, best_val = distributed.put(initial, shardings), 0, math.inf
-    else:
-        state = step_lib.join(graphdef, initial, restored[0])
-        start, best_val = int(restored[1]["step"]), float(restored[1].get("best_val_nll", math.inf))
-    if distributed.is_main():
-        _truncate_metrics(workdir / "metrics.jsonl", start)
-    loop = _Loop(run.replace(workdir=workdir), graphdef, shardings, mesh, ckpts, schedule)
-    started = time.perf_counter()
-    try:
-        state, best_val = loop.go(state, start, best_val, progress, step_timeout)
-    finally:
-        ckpts.close()
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
+    lock = guard.WorkdirLock(workdir) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if restart and distributed.is_main():
+            moved = guard.move_aside(workdir)
+            if moved is not None:
+                print(f"scoresde train: moved the old run aside into {moved}", flush=True)
+        distributed.barrier("scoresde-restart")
+        check_workdir(cfg, workdir)
+        ckpts = Checkpoints(workdir / "checkpoints", keep=train_cfg.keep)
+        try:
+            restored = ckpts.restore_latest(step_lib.items(graphdef, abstract(initial, shardings)))
+            if restored is None and ckpts.steps():
+                raise _unreadable(workdir, ckpts)
+            prepare_workdir(cfg, workdir)
+            if restored is None:
+                state, start, best_val = distributed.put(initial, shardings), 0, math.inf
+                window = []
+            else:
+                state = step_lib.join(graphdef, initial, restored[0])
+                meta = restored[1]
+                start, best_val = int(meta["step"]), float(meta.get("best_val_nll", math.inf))
+                window = [tuple(w) for w in meta.get("log_window", [])]
+            if distributed.is_main():
+                _truncate_metrics(workdir / "metrics.jsonl", start)
+            loop = _Loop(run.replace(workdir=workdir), graphdef, shardings, mesh, ckpts, schedule)
+            started = time.perf_counter()
+            state, best_val = loop.go(state, start, best_val, progress, step_timeout, window)
+        finally:
+            ckpts.close()
     weights, step = step_lib.items(graphdef, state)["weights"], train_cfg.steps
     if train_cfg.eval_every > 0:
         best = Checkpoints(workdir / "best", keep=1)
@@ -177,6 +222,19 @@ def train(
         "processes": jax.process_count(),
     }
     return run.replace(state=weights, step=step, workdir=workdir), info
+
+
+def _stop_requested(interrupts: guard.Interrupts, done: int, every: int) -> str | None:
+    """The signal that asked to stop, agreed by every process (a collective every
+    ``every`` steps when there are several; every step when there is one)."""
+    if jax.process_count() == 1:
+        return interrupts.signal_name
+    if done % every:
+        return None
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.int32(interrupts.signal_name is not None))
+    return (interrupts.signal_name or "a signal to another process") if np.any(flags) else None
 
 
 def shardings_of(state):
@@ -210,7 +268,7 @@ class _Loop:
             self.best.save(done, {"weights": snapshot.state}, {"step": done, "val_nll": val})
         return val, best_val
 
-    def go(self, state, start: int, best_val: float, progress: bool, step_timeout):
+    def go(self, state, start: int, best_val: float, progress: bool, step_timeout, window=()):
         run, train_cfg, main = self.run, self.run.cfg.train, distributed.is_main()
         sharding = distributed.batch_sharded(self.mesh)
         bar = tqdm(
@@ -222,9 +280,13 @@ class _Loop:
             mininterval=1.0,
         )
         watchdog, log = distributed.Watchdog(step_timeout, "scoresde train"), _Log(self.schedule)
+        log.window = list(window)  # a window a checkpoint cut (kept in its metadata)
         path = run.workdir / "metrics.jsonl"
         try:
-            with path.open("a") if main else contextlib.nullcontext() as out:
+            with (
+                path.open("a") if main else contextlib.nullcontext() as out,
+                guard.Interrupts() as interrupts,
+            ):
                 for step in range(start, train_cfg.steps):
                     new_state, loss, grad_norm = self.step_fn(
                         state, global_batch(run, step, sharding), np.int32(step)
@@ -247,10 +309,16 @@ class _Loop:
                             out.write(json.dumps(record) + "\n")
                             out.flush()
                         bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps:
-                        meta = {"step": done, "best_val_nll": best_val}
+                    stop = _stop_requested(interrupts, done, train_cfg.log_every)
+                    if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop:
+                        meta = {"step": done, "best_val_nll": best_val, "log_window": log.window}
                         self.ckpts.save(done, self._items(state), meta)
                         watchdog.beat()
+                    if stop and done < train_cfg.steps:
+                        raise guard.TrainingInterrupted(
+                            f"{stop} at step {done} of {train_cfg.steps}: checkpoint saved in "
+                            f"{run.workdir / 'checkpoints'}; run the same command to resume"
+                        )
         finally:
             watchdog.stop()
             bar.close()

@@ -269,6 +269,109 @@ def test_changed_config_is_refused(reference, tmp_path):
     assert checkpoint_steps(workdir / "checkpoints") == [TOTAL - 4, TOTAL - 2, TOTAL]
 
 
+def _tree(workdir: pathlib.Path) -> dict[str, bytes]:
+    """Every file under ``workdir`` (but the lock file) and its bytes."""
+    return {
+        str(f.relative_to(workdir)): f.read_bytes()
+        for f in sorted(workdir.rglob("*"))
+        if f.is_file() and f.name != ".lock"
+    }
+
+
+def _train_cli(workdir, *extra, overrides=OVERRIDES) -> int:
+    from experiments import cli
+
+    argv = ["train", "--config", "checkerboard", "--workdir", str(workdir), "--no-eval"]
+    return cli.main([*argv, "--quiet", *extra, *overrides])
+
+
+def _signal_at(monkeypatch, signum: int, at_step: int) -> None:
+    """Send this process ``signum`` while the batch of ``at_step`` is being built."""
+    from experiments.training import loop
+
+    make = loop.global_batch
+
+    def batch(run, step, sharding):
+        if step == at_step:
+            os.kill(os.getpid(), signum)
+        return make(run, step, sharding)
+
+    monkeypatch.setattr(loop, "global_batch", batch)
+
+
+@pytest.mark.parametrize(
+    "signum, at_step, log_every", [(signal.SIGINT, 2, 1), (signal.SIGTERM, 6, 4)]
+)
+def test_interrupt_saves_at_the_step_boundary_and_resumes_exactly(
+    reference, tmp_path, monkeypatch, capsys, signum, at_step, log_every
+):
+    """SIGINT/SIGTERM: the step in flight completes, a checkpoint is saved there, the
+    CLI exits 130 with one line; a resume ends bitwise identical to the uninterrupted
+    run, and its log too (a logging window cut by the checkpoint is carried over)."""
+    overrides = [*OVERRIDES, f"train.log_every={log_every}"]
+    workdir = tmp_path / "run"
+    _signal_at(monkeypatch, signum, at_step)
+    assert _train_cli(workdir, overrides=overrides) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    name = signal.Signals(signum).name
+    assert len(err) == 1 and f"{name} at step {at_step + 1} of {TOTAL}" in err[0], err
+    assert checkpoint_steps(workdir / "checkpoints")[-1] == at_step + 1
+    monkeypatch.undo()
+    cfg = config_lib.load("checkerboard", overrides)
+    _, info = training.train(cfg, workdir, progress=False)
+    assert info["resumed_from"] == at_step + 1
+    step, state = restored(workdir)
+    assert step == TOTAL
+    assert_same_state(state, weights(reference.saved[TOTAL]))
+    rows, every_step = metrics(workdir), metrics(reference.workdir)
+    assert [r["step"] for r in rows] == list(range(log_every, TOTAL + 1, log_every))
+    for r in rows:  # each record is the mean over its window of the per-step records
+        window = every_step[r["step"] - log_every : r["step"]]
+        assert r["loss"] == float(np.mean([w["loss"] for w in window]))
+        assert r["grad_norm"] == float(np.mean([w["grad_norm"] for w in window]))
+
+
+def test_a_second_train_on_a_held_workdir_is_refused(reference, tmp_path, capsys):
+    workdir = reference.copy(tmp_path / "run")
+    before = _tree(workdir)
+    with training.guard.WorkdirLock(workdir):
+        assert _train_cli(workdir) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is in use by pid {os.getpid()}" in err[0], err
+    assert _tree(workdir) == before
+
+
+def test_unreadable_checkpoints_are_refused_and_restart_moves_the_run_aside(
+    reference, tmp_path, capsys
+):
+    """No checkpoint restores (here: config.json deleted and the network changed): the
+    run is refused with exit 2 and left as it was; --restart moves it aside and starts
+    over."""
+    workdir = reference.copy(tmp_path / "run")
+    (workdir / "config.json").unlink()
+    before = _tree(workdir)
+    wider = [*OVERRIDES, "model.hidden=24"]
+    assert _train_cli(workdir, overrides=wider) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of them restores into this config" in err[0], err
+    assert "--restart" in err[0] and _tree(workdir) == before
+    assert _train_cli(workdir, "--restart", overrides=wider) == 0
+    (aside,) = workdir.glob("replaced-*")
+    assert {
+        k.split("/", 1)[1]: v for k, v in _tree(workdir).items() if k.startswith(aside.name)
+    } == before
+    assert config_lib.read(workdir / "config.json").model.mlp.hidden == 24
+    assert checkpoint_steps(workdir / "checkpoints")[-1] == TOTAL
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
+    path = tmp_path / "not_a_dir"
+    path.write_text("x")
+    assert _train_cli(path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a directory" in err[0], err
+
+
 def test_extending_steps_continues_from_last_checkpoint(reference, tmp_path):
     workdir = reference.copy(tmp_path / "run")
     longer = config_lib.load("checkerboard", [*OVERRIDES, f"train.steps={TOTAL + 4}"])
