@@ -53,7 +53,18 @@ UNIT_INTERVAL = {  # key: (lowest, highest, highest included)
 }
 
 
+def _floats(node, prefix: str = "") -> None:
+    """Every float of the config is finite (``inf`` and ``nan`` mean nothing in any)."""
+    for f in dataclasses.fields(node):
+        v, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            _floats(v, key + ".")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key} must be a finite number, got {v!r}")
+
+
 def _numbers(cfg: Config) -> None:
+    _floats(cfg)
     for key in POSITIVE:
         if not get(cfg, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {get(cfg, key)!r}")

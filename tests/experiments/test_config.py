@@ -178,6 +178,9 @@ def test_wrong_type_names_key_and_expected_type(override, expected):
         (["train.t_sampling=logit_normal", "train.logit_mean=nan"], "train.logit_mean must"),
         (["train.t_sampling=lognormal", "train.p_std=-1"], "train.p_std must be finite"),
         (["train.weighting=l2"], "unknown DSM weighting 'l2'"),
+        (["train.lr=inf"], "train.lr must be a finite number, got inf"),
+        (["sde.sigma_max=inf"], "sde.sigma_max must be a finite number"),
+        (["train.p_mean=nan"], "train.p_mean must be a finite number"),
     ],
 )
 def test_invalid_values_are_refused(overrides, expected):
