@@ -22,7 +22,7 @@ import sys
 
 from experiments import config as config_lib
 from experiments import distributed, evaluation, training
-from experiments._parser import Parser
+from experiments._parser import Parser, finite, integer, positive
 from experiments.run import Run
 
 # Errors that end a command with one line on stderr and exit status 2. OSError covers
@@ -203,7 +203,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--step-timeout",
-        type=float,
+        type=positive,
         metavar="S",
         help="exit with a message if no training step completes for S seconds (off by "
         "default; catches a process that hangs while its heartbeats go on)",
@@ -226,9 +226,9 @@ def _sample_parser(sub) -> None:
     p.add_argument("--workdir", required=True, type=pathlib.Path)
     p.add_argument("--method", help="ode | sde | pc | edm (default: eval.method)")
     p.add_argument("--solver", help="a solver name (tsit5, dopri5, heun, euler, dpmpp2m, ...)")
-    p.add_argument("--steps", type=int, help="fixed steps (default: adaptive for ode)")
-    p.add_argument("--n", type=int, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=integer(1), help="fixed steps (default: adaptive for ode)")
+    p.add_argument("--n", type=integer(1), help="number of samples")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument(
         "--metrics",
         action="store_true",
@@ -244,7 +244,7 @@ def _sample_parser(sub) -> None:
     )
     g.add_argument(
         "--guidance",
-        type=float,
+        type=finite,
         default=0.0,
         metavar="W",
         help="classifier-free guidance weight w: (1 + w) s(x|c) - w s(x) (default 0)",
@@ -280,10 +280,10 @@ def _inpaint_parser(sub) -> None:
         help="left|right|top|bottom (the half kept), center (hidden) or random:P (each "
         "pixel kept with probability P); default left",
     )
-    p.add_argument("--n", type=int, default=8, help="test images (default 8)")
-    p.add_argument("--steps", type=int, help="reverse-SDE steps (default: eval.steps)")
+    p.add_argument("--n", type=integer(1), default=8, help="test images (default 8)")
+    p.add_argument("--steps", type=integer(1), help="reverse-SDE steps (default: eval.steps)")
     p.add_argument("--solver", help="an SDE solver name (default euler)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=integer(0), default=0)
     _inpaint_options(p)
     p.set_defaults(func=inpaint)
 
@@ -291,9 +291,9 @@ def _inpaint_parser(sub) -> None:
 def _inpaint_options(p) -> None:
     """The options ``inpaint`` and ``sample --inpaint`` share."""
     p.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
-    p.add_argument("--fills", type=int, default=4, help="completions per image (default 4)")
-    p.add_argument("--corrector-steps", type=int, default=0, help="Langevin steps per step")
-    p.add_argument("--resample", type=int, default=1, help="RePaint-style passes per step")
+    p.add_argument("--fills", type=integer(1), default=4, help="completions per image (default 4)")
+    p.add_argument("--corrector-steps", type=integer(0), default=0, help="Langevin steps per step")
+    p.add_argument("--resample", type=integer(1), default=1, help="RePaint-style passes per step")
 
 
 def _likelihood_parser(sub) -> None:
@@ -313,11 +313,13 @@ def _likelihood_parser(sub) -> None:
         help="ode: exact through the probability-flow ODE (default); elbo: the "
         "variational bound, 2 x --n-t score evaluations per example",
     )
-    p.add_argument("--n-t", type=int, default=16, help="elbo: times per example (default 16)")
+    p.add_argument(
+        "--n-t", type=integer(2), default=16, help="elbo: times per example (default 16)"
+    )
     p.add_argument("--solver")
-    p.add_argument("--rtol", type=float)
-    p.add_argument("--atol", type=float)
-    p.add_argument("--n", type=int, help="use the first N points of the split")
+    p.add_argument("--rtol", type=positive)
+    p.add_argument("--atol", type=positive)
+    p.add_argument("--n", type=integer(1), help="use the first N points of the split")
     p.set_defaults(func=likelihood)
 
 

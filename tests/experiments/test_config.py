@@ -294,3 +294,24 @@ def test_cli_unknown_command_and_help(capsys):
     out = capsys.readouterr().out
     for command in ("train", "sample", "likelihood"):
         assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["likelihood", "--n", "-5"], "argument --n: must be an integer >= 1, got -5"),
+        (["likelihood", "--n", "0"], "argument --n: must be an integer >= 1, got 0"),
+        (["likelihood", "--rtol", "0"], "argument --rtol: must be a finite number > 0, got 0"),
+        (["likelihood", "--method", "elbo", "--n-t", "1"], "--n-t: must be an integer >= 2"),
+        (["sample", "--n", "0"], "argument --n: must be an integer >= 1, got 0"),
+        (["sample", "--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+        (["sample", "--guidance", "nan"], "argument --guidance: must be a finite number"),
+        (["inpaint", "--fills", "0"], "argument --fills: must be an integer >= 1"),
+    ],
+)
+def test_cli_numbers_are_range_checked_before_any_work(argv, needle, tmp_path, capsys):
+    """A number out of range is a one-line usage error (exit 2), never reinterpreted
+    (``--n 0`` used to mean all points, ``--rtol 0`` the default)."""
+    assert cli.main([*argv, "--workdir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
