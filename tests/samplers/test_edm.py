@@ -363,15 +363,17 @@ ORDER_CASES = [
     ("vp", "karras", (16, 32, 64)),
     pytest.param("edm", "quadratic", (32, 64, 128, 256), marks=pytest.mark.slow),
     pytest.param("ve", "log_snr", (16, 32, 64, 128), marks=pytest.mark.slow),
+    pytest.param("rf", "karras", (16, 32, 64), marks=pytest.mark.slow),
 ]
-ORDER_IDS = ["edm-karras", "edm-log_snr", "vp-karras", "edm-quadratic", "ve-log_snr"]
+ORDER_IDS = ["edm-karras", "edm-log_snr", "vp-karras", "edm-quadratic", "ve-log_snr", "rf-karras"]
+ORDER_SDES = {**SDES, "rf": sde.RectifiedFlow()}
 
 
 @pytest.mark.parametrize("name,grid,steps", ORDER_CASES, ids=ORDER_IDS)
 def test_heun_global_order_is_two(name, grid, steps):
     """Least-squares slope of log(max error at eps) against log(steps) on the exact
     probability-flow map of a single Gaussian; VP and VE run in the scaled variable."""
-    forward = SDES[name]
+    forward = ORDER_SDES[name]
     oracle = sde.MixtureOracle(GAUSSIAN, forward)
     key = jax.random.key(0)
     exact = oracle.flow(forward.prior_sample(key, (16, 2)), forward.T, EPS)
@@ -388,6 +390,31 @@ def test_heun_global_order_is_two(name, grid, steps):
         errors.append(float(jnp.max(jnp.abs(x - exact))))
     slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
     assert abs(slope - 2.0) <= 0.3, f"slope {slope:.2f}, errors {errors}"
+
+
+def test_heun_on_rf_is_edms_sampler():
+    r"""On any linear SDE the sampler steps the scaled variable x / a in sigma = s / a, so
+    on RF it is EDM's sampler on EDMSDE(sigma_max = T / (1 - T) = 999) ending at
+    sigma(eps) = eps / (1 - eps), with the same prior draw (x_T / a(T) = 999 z): the
+    states agree up to the factor a(eps) = 1 - eps, to float32 round-off (measured
+    6e-5 on |x| <= 5). So what RF's samples need in steps is EDM's need on the sigma
+    range [1e-3, 999] (VP's is [0.0105, 152])."""
+    rf = sde.RectifiedFlow()
+    edm = sde.EDMSDE(sigma_max=rf.T / (1 - rf.T))
+    eps, key, shape = 1e-3, jax.random.key(7), (64, 2)
+    x_rf, st_rf = samplers.sample_edm(
+        score_fn=sde.MixtureOracle(RING, rf).score, sde=rf, shape=shape, key=key, eps=eps, steps=10
+    )
+    x_edm, st_edm = samplers.sample_edm(
+        score_fn=sde.MixtureOracle(RING, edm).score,
+        sde=edm,
+        shape=shape,
+        key=key,
+        eps=eps / (1 - eps),
+        steps=10,
+    )
+    np.testing.assert_allclose(x_rf / (1 - eps), x_edm, rtol=0, atol=2e-4)
+    assert int(st_rf["nfe"]) == int(st_edm["nfe"]) == 20
 
 
 def test_stochastic_sampler_matches_the_mixture():

@@ -16,7 +16,7 @@ import samplers
 import sde
 
 EPS = 1e-3
-SDES = {"vp": sde.VPSDE(), "subvp": sde.SubVPSDE(), "ve": sde.VESDE()}
+SDES = {"vp": sde.VPSDE(), "subvp": sde.SubVPSDE(), "ve": sde.VESDE(), "rf": sde.RectifiedFlow()}
 # Every solver here, by name; the evaluations per step are 1 but for 2S (2).
 SOLVERS = {
     "ddim": samplers.DDIM,
@@ -126,7 +126,7 @@ def test_ddim_one_step_is_exact_for_a_point_mass(name):
             eps=EPS,
         )
         x_T = forward.prior_sample(key, (8, 2))  # the draw sample_ode makes
-        (a_T, a_e), (s_T, s_e) = forward.marginal(jnp.array([1.0, EPS]))
+        (a_T, a_e), (s_T, s_e) = forward.marginal(jnp.array([forward.T, EPS]))
         exact = a_e * MU + s_e / s_T * (x_T - a_T * MU)
         assert x.dtype == jnp.float64
         np.testing.assert_allclose(x, exact, rtol=1e-12, atol=1e-12 * forward.prior_std)
@@ -192,8 +192,8 @@ def test_sample_ode_matches_stepping_and_counts_evaluations(solver, per_step):
 # ---- empirical orders on the exact flow of a Gaussian ----------------------------
 
 GRIDS = {
-    "uniform": lambda fwd, n: samplers.uniform_grid(n, EPS),
-    "quadratic": lambda fwd, n: samplers.quadratic_grid(n, EPS),
+    "uniform": lambda fwd, n: samplers.uniform_grid(n, EPS, fwd.T),
+    "quadratic": lambda fwd, n: samplers.quadratic_grid(n, EPS, fwd.T),
     "log_snr": lambda fwd, n: samplers.log_snr_grid(fwd, n, EPS),
     "karras": lambda fwd, n: samplers.karras_grid(fwd, n, EPS),
 }
@@ -203,7 +203,7 @@ def _order(solver, name, grid, steps):
     """Least-squares slope of log(max error) against log(steps), and the errors."""
     forward = SDES[name]
     x_T = _x_T(name)
-    exact = sde.MixtureOracle(GAUSSIAN, forward).flow(x_T, 1.0, EPS)
+    exact = sde.MixtureOracle(GAUSSIAN, forward).flow(x_T, forward.T, EPS)
     errors = [
         float(jnp.max(jnp.abs(_stepped(solver, name, GRIDS[grid](forward, n), x_T) - exact)))
         for n in steps
@@ -238,6 +238,13 @@ ORDER_CASES = [
     ("unipc2", "vp", "karras", (16, 32, 64, 128), 3),
     ("unipc3", "vp", "karras", (32, 64, 128), 4),
     ("unipc3", "vp", "quadratic", (32, 64, 128), 4),
+    # RF (T = 0.999): its log-SNR range is the widest (13.8 against VP's 9.6), so the
+    # multistep solvers need 32 steps to be asymptotic (measured slopes between
+    # doublings from 8 steps: 2m-log_snr -0.07 1.61 1.92 1.98, unipc2-karras 0.51 2.84
+    # 3.05 3.03; ddim-uniform 0.95 0.97 0.99 0.99)
+    ("ddim", "rf", "uniform", (16, 32, 64, 128), 1),
+    ("2m", "rf", "log_snr", (32, 64, 128), 2),
+    ("unipc2", "rf", "karras", (32, 64, 128), 3),
 ]
 SLOW_ORDER_CASES = [
     ("2s", "ve", "log_snr", (16, 32, 64, 128), 2),
@@ -249,6 +256,11 @@ SLOW_ORDER_CASES = [
     ("unipc2", "vp", "quadratic", (16, 32, 64, 128), 3),
     ("unipc2-bh1", "vp", "log_snr", (16, 32, 64, 128), 3),
     ("unipc3", "ve", "karras", (32, 64, 128), 4),
+    # RF, measured slopes between doublings from 8 steps: 3m-karras 3.16 3.31 3.43 3.09,
+    # 2s-log_snr 1.70 1.86 1.94 1.97, unipc3-karras 2.63 4.89 3.48 4.01
+    ("3m", "rf", "karras", (32, 64, 128), 3),
+    ("2s", "rf", "log_snr", (16, 32, 64, 128), 2),
+    ("unipc3", "rf", "karras", (32, 64, 128), 4),
 ]
 
 
