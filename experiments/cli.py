@@ -97,7 +97,7 @@ def train(args) -> int:
 
 
 def sample(args) -> int:
-    run = Run.restore(args.workdir)
+    run = Run.restore(args.workdir).with_weights(args.weights)
     info = evaluation.sample(
         run,
         method=args.method,
@@ -134,7 +134,7 @@ def inpaint(args) -> int:
 
 
 def likelihood(args) -> int:
-    run = Run.restore(args.workdir)
+    run = Run.restore(args.workdir).with_weights(args.weights)
     if args.method == "elbo":
         _print(evaluation.elbo(run, split=args.split, n_t=args.n_t, n=args.n))
         return 0
@@ -224,6 +224,7 @@ def _sample_parser(sub) -> None:
         description="Sample a trained run.",
     )
     p.add_argument("--workdir", required=True, type=pathlib.Path)
+    _weights_option(p)
     p.add_argument("--method", help="ode | sde | pc | edm (default: eval.method)")
     p.add_argument("--solver", help="a solver name (tsit5, dopri5, heun, euler, dpmpp2m, ...)")
     p.add_argument("--steps", type=integer(1), help="fixed steps (default: adaptive for ode)")
@@ -288,6 +289,15 @@ def _inpaint_parser(sub) -> None:
     p.set_defaults(func=inpaint)
 
 
+def _weights_option(p) -> None:
+    p.add_argument(
+        "--weights",
+        default="ema",
+        choices=["ema", "raw"],
+        help="evaluate the EMA weights (default) or the network's raw weights",
+    )
+
+
 def _inpaint_options(p) -> None:
     """The options ``inpaint`` and ``sample --inpaint`` share."""
     p.add_argument("--mask", type=pathlib.Path, help="a .npy 0/1 mask of the image shape")
@@ -305,6 +315,7 @@ def _likelihood_parser(sub) -> None:
         "ODE figure).",
     )
     p.add_argument("--workdir", required=True, type=pathlib.Path)
+    _weights_option(p)
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument(
         "--method",

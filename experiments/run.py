@@ -58,6 +58,7 @@ class Run:
     state: nnx.State
     step: int = 0
     workdir: pathlib.Path | None = None
+    weights: str = "ema"  # what the EMA slot holds: "ema", or "raw" (with_weights)
 
     @classmethod
     def create(cls, cfg: config_lib.Config, workdir: pathlib.Path | None = None) -> Run:
@@ -112,6 +113,18 @@ class Run:
 
     def replace(self, **changes) -> Run:
         return dataclasses.replace(self, **changes)
+
+    def with_weights(self, weights: str) -> Run:
+        """The run whose evaluation weights are ``"ema"`` (the default everywhere) or
+        ``"raw"`` (the network's own: the EMA copy is replaced by them)."""
+        if weights == "ema":
+            return self
+        if weights != "raw":
+            raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+        model, ema = nnx.merge(self.graphdef, self.state)
+        raw = nnx.EMA(model, decay=ema.decay, only=nnx.Param)
+        graphdef, state = nnx.split((model, raw))
+        return self.replace(graphdef=graphdef, state=state, weights="raw")
 
     def score_function(self, use_ema: bool = True) -> networks.ScoreFunction:
         """A pure score function of the (EMA) weights, for the samplers."""

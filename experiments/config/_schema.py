@@ -81,6 +81,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "constant" | "cosine"
     grad_clip: float = 1.0  # global norm; 0 disables
     ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + t) / (10 + t)) at step t
     loss: str = "dsm"  # "dsm" (weighting, t_sampling, eps) | "edm" (p_mean, p_std)
     weighting: str = "std2"  # dsm: "std2" (noise) | "likelihood" | "velocity" | "data"
     # dsm: "uniform" | "stratified" | "antithetic" | "importance" (log-SNR uniform) |

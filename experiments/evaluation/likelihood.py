@@ -208,7 +208,8 @@ def likelihood(
         n or eval_cfg.n_likelihood or None,
         progress and distributed.is_main(),
     )
-    out = {"split": split, "checkpoint_step": run.step, **_summary(run, logp, base)}
+    out = {"split": split, "checkpoint_step": run.step, "weights": run.weights}
+    out.update(_summary(run, logp, base))
     out.update(nfe=float(np.mean(nfes)), seconds=time.perf_counter() - start)
     out["settings"] = {
         "solver": solver_name,
@@ -253,7 +254,8 @@ def elbo(
         desc="elbo",
     )
     seconds = time.perf_counter() - start
-    out = {"split": split, "checkpoint_step": run.step, "bound": "upper bound on the NLL"}
+    out = {"split": split, "checkpoint_step": run.step, "weights": run.weights}
+    out["bound"] = "upper bound on the NLL"
     out.update(_summary(run, logp, base))
     out.update(
         # the Monte Carlo part of the spread: the RMS of the per-example standard errors
@@ -280,7 +282,8 @@ def _ode_figures(run: Run, split: str) -> dict | None:
         ode = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if ode.get("checkpoint_step") != run.step or ode.get("split") != split:
+    same = (ode.get("checkpoint_step"), ode.get("split"), ode.get("weights", "ema"))
+    if same != (run.step, split, run.weights):
         return None
     keys = ("n", "nll_nats", "nll_nats_stderr", "bits_per_dim", "bits_per_dim_stderr", "nfe")
     return {k: ode[k] for k in keys if k in ode} | {

@@ -137,6 +137,7 @@ def sample(
         "seed": seed,
         "seconds": time.perf_counter() - start,
         "checkpoint_step": run.step,
+        "weights": run.weights,
     }
     if requested is not None:
         info.update(labels=labels, guidance=guidance)

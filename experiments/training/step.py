@@ -53,6 +53,17 @@ def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: b
     base_key = jax.random.key(cfg.train.seed)
     null_class, p_uncond = cfg.model.num_classes, cfg.train.p_uncond
     rep = distributed.replicated(mesh)
+    decay = cfg.train.ema_decay
+
+    def ema_decay(step_index):
+        """``train.ema_decay``, warmed up as ``(1 + t) / (10 + t)`` below it when
+        ``train.ema_warmup`` (TensorFlow's ``ExponentialMovingAverage(num_updates)``):
+        an average over ~t/10 of the steps so far, so a short run's EMA is not stuck
+        near its random initialisation. Past t ~ 10 / (1 - decay) it is the plain decay."""
+        if not cfg.train.ema_warmup:
+            return decay
+        t = step_index.astype(jnp.float32)
+        return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
     def loss_fn(model, batch, key):
         score = networks.score_fn(model, forward, param)
@@ -75,7 +86,9 @@ def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: b
         key = jax.random.fold_in(base_key, step_index)
         loss, grads = nnx.value_and_grad(loss_fn)(model, batch, key)
         optimizer.update(model, grads)
+        ema.decay = ema_decay(step_index)  # a traced value, for this update only
         ema.update(model)
+        ema.decay = decay
         return nnx.state((model, optimizer, ema)), loss, optax.tree.norm(grads)
 
     return jax.jit(

@@ -372,6 +372,43 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "is a file, not a directory" in err[0], err
 
 
+@pytest.mark.parametrize("warmup, first_decay", [(True, 0.1), (False, 0.999)])
+def test_ema_warmup_averages_from_the_first_steps(warmup, first_decay):
+    """With train.ema_warmup the decay at step t is min(ema_decay, (1 + t)/(10 + t)):
+    after one step the EMA is 0.1 x initial + 0.9 x updated weights (without: 0.999)."""
+    from flax import nnx
+
+    from experiments import distributed
+
+    cfg = config_lib.load("checkerboard", [*OVERRIDES, f"train.ema_warmup={warmup}"])
+    run = Run.create(cfg)
+    graphdef, state = step_lib.init(run, build.optimizer(cfg.train)[0])
+    mesh = distributed.mesh()
+    step = step_lib.make_step(run, graphdef, distributed.state_shardings(state, mesh), mesh)
+    before = jax.tree.leaves(nnx.state(nnx.merge(graphdef, state)[0], nnx.Param))
+    batch = training.global_batch(run, 0, distributed.batch_sharded(mesh))
+    model, _, ema = nnx.merge(graphdef, step(state, batch, np.int32(0))[0])
+    after = jax.tree.leaves(nnx.state(model, nnx.Param))
+    for e, b, a in zip(jax.tree.leaves(ema.params), before, after, strict=True):
+        want = first_decay * np.asarray(b) + (1 - first_decay) * np.asarray(a)
+        np.testing.assert_allclose(np.asarray(e), want, rtol=1e-6, atol=1e-7)
+
+
+def test_raw_weights_run_scores_with_the_networks_own_weights(reference):
+    run = Run.restore(reference.workdir)
+    raw = run.with_weights("raw")
+    x, t = jnp.linspace(-2, 2, 16).reshape(8, 2), jnp.full((8,), 0.4)
+    np.testing.assert_array_equal(
+        np.asarray(raw.score_function()(x, t)), np.asarray(run.score_function(False)(x, t))
+    )
+    assert raw.weights == "raw" and run.weights == "ema"
+    assert not np.allclose(
+        np.asarray(run.score_function()(x, t)), np.asarray(raw.score_function()(x, t))
+    )
+    with pytest.raises(ValueError, match="weights must be 'ema' or 'raw', got 'best'"):
+        run.with_weights("best")
+
+
 def test_extending_steps_continues_from_last_checkpoint(reference, tmp_path):
     workdir = reference.copy(tmp_path / "run")
     longer = config_lib.load("checkerboard", [*OVERRIDES, f"train.steps={TOTAL + 4}"])
