@@ -163,17 +163,28 @@ def bench(argv: list[str]) -> int:
     return benches.main(argv) or 0
 
 
+STUDIES = {  # scoresde experiment NAME: (module under experiments.studies, what it does)
+    "vs-gan": ("vs_gan", "score-based diffusion vs a GAN baseline (~14 min; --quick)"),
+    "objectives": ("objectives", "time sampling x parametrisation at equal steps"),
+    "path-change": ("path_change", "a trained run sampled and scored on another path"),
+}
+
+
 def experiment(argv: list[str]) -> int:
-    """``scoresde experiment vs-gan | objectives | path-change [options]`` (vs-gan by
-    default)."""
-    if argv and argv[0] in ("objectives", "path-change"):
-        from experiments.studies import objectives, path_change
+    """``scoresde experiment NAME [options]``, NAME one of :data:`STUDIES`; without a
+    name it lists them (exit 2) rather than starting one."""
+    import importlib
 
-        study = objectives if argv[0] == "objectives" else path_change
-        return study.main(argv[1:]) or 0
-    from experiments.studies import vs_gan
-
-    return vs_gan.main(argv) or 0
+    listing = "; ".join(f"{name}: {text}" for name, (_, text) in STUDIES.items())
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: scoresde experiment {{{','.join(STUDIES)}}} [options]\n  {listing}")
+        return 0
+    if not argv or argv[0] not in STUDIES:
+        given = f"unknown study {argv[0]!r}" if argv else "name a study"
+        print(f"scoresde experiment: {given}; choose one of {listing}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"experiments.studies.{STUDIES[argv[0]][0]}")
+    return module.main(argv if argv[0] == "vs-gan" else argv[1:]) or 0
 
 
 # ---------------------------------------------------------------------------- parsers

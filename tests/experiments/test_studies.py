@@ -274,3 +274,13 @@ def test_objectives_study_cells_are_valid_configs():
                 assert (cfg.train.t_sampling, cfg.model.parametrisation) == (t_sampling, param)
                 assert cfg.train.weighting == objectives.MATCHED_LOSS[param]
                 assert cfg.sde.name == "rf" and cfg.train.steps == 10
+
+
+def test_experiment_without_a_name_lists_the_studies_instead_of_running_one(capsys):
+    from experiments import cli
+
+    assert cli.main(["experiment"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(name in err[0] for name in cli.STUDIES), err
+    assert cli.main(["experiment", "vs-ga"]) == 2
+    assert "unknown study 'vs-ga'" in capsys.readouterr().err
