@@ -81,12 +81,27 @@ def _print(info: dict) -> None:
 
 def train(args) -> int:
     cfg = config_lib.load(args.config, args.overrides)
+    run = Run.create(cfg)  # builds (and so checks) everything before any write
+    training.check_workdir(cfg, args.workdir)
+    if args.dry_run:
+        steps = training.checkpoint_steps(args.workdir)
+        if distributed.is_main():
+            print(json.dumps(config_lib.to_dict(cfg), indent=2))
+            start = 0 if args.restart or not steps else steps[-1]
+            plan = _plan(run, args.workdir, start)
+            print(f"scoresde train --dry-run: {plan}; nothing was written", file=sys.stderr)
+        return 0
+
+    def announce(start: int) -> None:  # once the work dir is locked and checked
+        print(f"scoresde train: {_plan(run, args.workdir, start)}", file=sys.stderr, flush=True)
+
     run, info = training.train(
-        cfg,
+        run,
         args.workdir,
         progress=not args.quiet,
         step_timeout=args.step_timeout,
         restart=args.restart,
+        announce=announce,
     )
     if not args.no_eval:
         s = evaluation.sample(run, progress=not args.quiet)
@@ -94,6 +109,23 @@ def train(args) -> int:
         if distributed.is_main():
             print(evaluation.report(run, info, s, lik))
     return 0
+
+
+def _plan(run: Run, workdir: pathlib.Path, start: int) -> str:
+    """One line: the network, SDE, data, devices, and where training starts."""
+    from flax import nnx
+
+    import networks
+
+    cfg = run.cfg
+    model, _ = nnx.merge(run.graphdef, run.state)
+    total = cfg.train.steps
+    start = f"resuming from step {start} of {total}" if start else f"{total} steps from step 0"
+    return (
+        f"{cfg.model.architecture} ({networks.count_params(model):,} parameters, "
+        f"{cfg.model.parametrisation} prediction), SDE {type(run.sde).__name__}, data "
+        f"{cfg.data.name} {run.source.shape}, {distributed.describe()}; {start} in {workdir}"
+    )
 
 
 def sample(args) -> int:
@@ -205,6 +237,11 @@ def _train_parser(sub) -> None:
     )
     p.add_argument("--workdir", required=True, type=pathlib.Path)
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build and check everything, print the resolved config, write nothing",
+    )
     p.add_argument(
         "--restart",
         action="store_true",

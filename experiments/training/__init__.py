@@ -2,11 +2,13 @@
 validation and divergence stop (:mod:`.loop`), Orbax checkpoints (:mod:`.checkpoint`)."""
 
 from .checkpoint import Checkpoints as Checkpoints
+from .checkpoint import checkpoint_steps as checkpoint_steps
 from .fit import fit as fit
 from .guard import RunLocked as RunLocked
 from .guard import TrainingInterrupted as TrainingInterrupted
 from .loop import TrainingDiverged as TrainingDiverged
 from .loop import UnreadableRun as UnreadableRun
+from .loop import check_workdir as check_workdir
 from .loop import global_batch as global_batch
 from .loop import prepare_workdir as prepare_workdir
 from .loop import train as train

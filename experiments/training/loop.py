@@ -149,6 +149,7 @@ def train(
     mesh=None,
     step_timeout: float | None = None,
     restart: bool = False,
+    announce=None,
 ) -> tuple[Run, dict]:
     """Train (or resume) ``run`` in ``workdir``; returns the run with the weights that
     evaluation uses (as :meth:`Run.restore` picks them: the best-on-validation
@@ -165,7 +166,8 @@ def train(
     step boundary with a checkpoint and raises :class:`guard.TrainingInterrupted`.
     Checkpoints that exist but do not restore are refused (:class:`UnreadableRun`),
     never silently replaced; ``restart=True`` first moves the old run's files aside
-    (:func:`guard.move_aside`).
+    (:func:`guard.move_aside`). ``announce(start_step)``, if given, is called on
+    process 0 once all of that has passed, before the first step.
     """
     workdir = pathlib.Path(workdir)
     run = Run.create(run) if isinstance(run, config_lib.Config) else run
@@ -201,6 +203,8 @@ def train(
                 window = [tuple(w) for w in meta.get("log_window", [])]
             if distributed.is_main():
                 _truncate_metrics(workdir / "metrics.jsonl", start)
+                if announce is not None:
+                    announce(start)
             loop = _Loop(run.replace(workdir=workdir), graphdef, shardings, mesh, ckpts, schedule)
             started = time.perf_counter()
             state, best_val = loop.go(state, start, best_val, progress, step_timeout, window)

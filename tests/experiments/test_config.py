@@ -315,3 +315,13 @@ def test_cli_numbers_are_range_checked_before_any_work(argv, needle, tmp_path, c
     assert cli.main([*argv, "--workdir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
+
+
+def test_train_dry_run_builds_checks_and_writes_nothing(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", "checkerboard", "--workdir", str(workdir), "--dry-run"]
+    assert cli.main([*argv, "model.hidden=32"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["model"]["mlp"]["hidden"] == 32
+    assert "parameters" in err and "nothing was written" in err
+    assert not workdir.exists()

@@ -285,6 +285,12 @@ def _train_cli(workdir, *extra, overrides=OVERRIDES) -> int:
     return cli.main([*argv, "--quiet", *extra, *overrides])
 
 
+def _error_lines(capsys) -> list[str]:
+    """stderr without train's start-up line (network, SDE, data, devices, start step)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    return [ln for ln in lines if not (ln.startswith("scoresde train: ") and "parameters," in ln)]
+
+
 def _signal_at(monkeypatch, signum: int, at_step: int) -> None:
     """Send this process ``signum`` while the batch of ``at_step`` is being built."""
     from experiments.training import loop
@@ -312,7 +318,7 @@ def test_interrupt_saves_at_the_step_boundary_and_resumes_exactly(
     workdir = tmp_path / "run"
     _signal_at(monkeypatch, signum, at_step)
     assert _train_cli(workdir, overrides=overrides) == 130
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys)
     name = signal.Signals(signum).name
     assert len(err) == 1 and f"{name} at step {at_step + 1} of {TOTAL}" in err[0], err
     assert checkpoint_steps(workdir / "checkpoints")[-1] == at_step + 1
@@ -336,7 +342,7 @@ def test_a_second_train_on_a_held_workdir_is_refused(reference, tmp_path, capsys
     before = _tree(workdir)
     with training.guard.WorkdirLock(workdir):
         assert _train_cli(workdir) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys)
     assert len(err) == 1 and f"is in use by pid {os.getpid()}" in err[0], err
     assert _tree(workdir) == before
 
@@ -352,7 +358,7 @@ def test_unreadable_checkpoints_are_refused_and_restart_moves_the_run_aside(
     before = _tree(workdir)
     wider = [*OVERRIDES, "model.hidden=24"]
     assert _train_cli(workdir, overrides=wider) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys)
     assert len(err) == 1 and "none of them restores into this config" in err[0], err
     assert "--restart" in err[0] and _tree(workdir) == before
     assert _train_cli(workdir, "--restart", overrides=wider) == 0
@@ -368,7 +374,7 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
     path = tmp_path / "not_a_dir"
     path.write_text("x")
     assert _train_cli(path) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = _error_lines(capsys)
     assert len(err) == 1 and "is a file, not a directory" in err[0], err
 
 
