@@ -27,7 +27,11 @@ the term :math:`2 s_\theta\cdot z/\bar s` alone has a variance growing like
 :math:`1/(t-\epsilon)`, infinite once integrated, while the pair's
 :math:`(s_\theta(x_t^+) - s_\theta(x_t^-))\cdot z/\bar s` tends to
 :math:`2 z^\top\nabla s_\theta z`. Each draw is unbiased, so their mean is an unbiased
-estimate of the bound, and their spread gives a per-point standard error.
+estimate of the bound, and their spread gives a per-point standard error. A Gaussian
+reference score :math:`-y/v(t)`, :math:`v = a^2\sigma_{ref}^2 + s^2` (``reference_std``,
+default the RMS of ``x``), is subtracted at the same :math:`(t, z)` and its integral added
+back by Gauss-Legendre quadrature in :math:`\lambda`: where :math:`x_t` is mostly noise
+the two scores agree and the Monte Carlo part vanishes (a 4x smaller standard error).
 
 The gap. With the exact score the model's reverse process is the forward one run
 backwards, and the bound is :math:`\log p_\epsilon(x) - E_{q(x_T\mid x)}[\log
