@@ -31,7 +31,8 @@ estimate of the bound, and their spread gives a per-point standard error. A Gaus
 reference score :math:`-y/v(t)`, :math:`v = a^2\sigma_{ref}^2 + s^2` (``reference_std``,
 default the RMS of ``x``), is subtracted at the same :math:`(t, z)` and its integral added
 back by Gauss-Legendre quadrature in :math:`\lambda`: where :math:`x_t` is mostly noise
-the two scores agree and the Monte Carlo part vanishes (a 4x smaller standard error).
+the two scores agree and the Monte Carlo part vanishes (on the 2-D ring at 32 NFE the
+per-point standard error fell from 7.1 to 1.2 nats with uniform-in-lambda times).
 
 The gap. With the exact score the model's reverse process is the forward one run
 backwards, and the bound is :math:`\log p_\epsilon(x) - E_{q(x_T\mid x)}[\log
