@@ -235,7 +235,12 @@ def test_sde_solvers_in_reverse_time(solver, steps, gaussian):
     assert np.max(np.abs(rel)) < 0.04, rel  # 4 standard errors of a variance at n=20k
 
 
-@pytest.mark.parametrize("solver", [diffrax.Heun(), diffrax.SPaRK()], ids=["heun", "spark"])
+@pytest.mark.parametrize(
+    "solver",
+    # SPaRK's adaptive steps on the virtual Brownian tree cost ~30 s on 2 cores
+    [diffrax.Heun(), pytest.param(diffrax.SPaRK(), marks=pytest.mark.slow)],
+    ids=["heun", "spark"],
+)
 def test_adaptive_sde(solver, gaussian):
     vp = sde.VPSDE()
     oracle = sde.MixtureOracle(gaussian, vp)
