@@ -11,7 +11,9 @@ log-Jacobian ``D log r``. This study measures both on a trained run:
    never queried at a noise level it was not trained on;
 2. samples: the run's own ODE and the new path's ODE (Tsit5, ``--rtol``) from the same
    key, compared after the exact rescaling ``x = r x'``; the yardstick is the solver's
-   own error, the run's ODE at ``--rtol`` against a 100x tighter solve;
+   own error, the run's ODE at ``--rtol`` against a 100x tighter solve, and the same
+   comparison with both paths solved 100x tighter (it shrinks with the tolerance when
+   the difference is solver error);
 3. likelihoods of test points on both paths, compared after ``+ D log r``.
 
 Example::
@@ -72,6 +74,7 @@ def compare(run: Run, kind: str, *, n: int, n_lik: int, rtol: float, eps: float,
     x, st = ode(score_fn, forward, eps, rtol)
     x_ref, _ = ode(score_fn, forward, eps, rtol / 100)
     x_new, st_new = ode(changed, used_on, eps_used, rtol)
+    x_new_ref, _ = ode(changed, used_on, eps_used, rtol / 100)
     r_end = _ratio(forward, used_on, eps_used)
     # the prior draws: x_T = prior_std z on both paths; x_T = r(T) x'_T needs
     # prior_std = r(T) prior_std', which holds up to s(T) = sqrt(1 - a(T)^2) on VP
@@ -99,6 +102,7 @@ def compare(run: Run, kind: str, *, n: int, n_lik: int, rtol: float, eps: float,
     gap = logp_back - lik["trained"][0]
     mean_sample, max_sample = dist(x, r_end * x_new)
     mean_solver, max_solver = dist(x, x_ref)
+    mean_tight, max_tight = dist(x_ref, r_end * x_new_ref)  # both paths at rtol / 100
     return {
         "workdir": str(run.workdir),
         "trained_on": type(forward).__name__,
@@ -112,6 +116,8 @@ def compare(run: Run, kind: str, *, n: int, n_lik: int, rtol: float, eps: float,
         "samples_max_abs": max_sample,
         "solver_error_mean_l2": mean_solver,
         "solver_error_max_abs": max_solver,
+        "tight_samples_mean_l2": mean_tight,
+        "tight_samples_max_abs": max_tight,
         "nfe": {"trained": int(st["nfe"]), kind: int(st_new["nfe"])},
         "n_likelihood": n_lik,
         "nll_trained": float(-lik["trained"][0].mean()),
