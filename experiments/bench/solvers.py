@@ -1,8 +1,10 @@
-r"""Fast-sampler benchmark: error against NFE for every solver on every step grid.
+r"""Fast-sampler benchmark: error against NFE for every solver on every step grid and
+every forward path.
 
-``scoresde bench solvers`` samples the 16-D Gaussian-mixture oracle (VP, exact score)
-with each solver x grid at several budgets of score evaluations (NFE, default 5, 10,
-20, 50) and measures, against truths that do not depend on the solver:
+``scoresde bench solvers`` samples the 16-D Gaussian-mixture oracle (exact score) on
+each forward path (``--paths``: VP, rectified flow and EDM by default) with each solver
+x grid at several budgets of score evaluations (NFE, default 5, 10, 20, 50) and
+measures, against truths that do not depend on the solver:
 
 - ``traj_rmse`` (deterministic solvers only): the root-mean-square distance, per
   coordinate, between the sample and the probability-flow ODE solution from the *same*
@@ -18,20 +20,35 @@ Rows ``exact`` give each metric's noise floor: a second exact sample set of the 
 size. The solver actually spends ``nfe`` evaluations (counted by the samplers), which
 can differ from the budget (Heun-type solvers take whole steps).
 
+**Paths on equal footing.** Every path samples the same data and ends at the same noise
+level: VP (``sde.VPSDE()``) at ``t = eps = 1e-3``, where :math:`\sigma = s/a = 0.0105`,
+and rectified flow (``sde.RectifiedFlow()``, ``T = 0.999``) and EDM (``sde.EDMSDE()``,
+``T = 80``) at the time where their :math:`\sigma` is the same
+(:func:`path_eps`), so that every path's :math:`x/a` has the same law
+:math:`x_0 + 0.0105 z` at the end. What differs is each path's own time, schedule and
+start: :math:`\sigma(T)` is 152 (VP), 999 (RF) and 80 (EDM). Each path's truths (the
+trajectory from the same standard-normal prior draw, the exact samples) are its own;
+``traj_rmse`` is measured in the path's ``x`` (:math:`a(\epsilon)` is 0.99995, 0.990
+and 1). The grids run from each path's ``T`` (uniform and quadratic in its ``t``).
+
 With ``--workdir RUN`` (a trained digits or MNIST run) the same solvers also sample
 the trained model; there the truths are the trajectory from the same prior draw
 (Tsit5, ``rtol = atol = 1e-5``) and MMD against the test images.
 
-Output: a markdown table and ``solvers.png`` (error against NFE, one panel per grid),
-``solvers.json`` with every row. Example::
+Output: ``solvers.md`` (per path: a one-line summary at 10 and 20 NFE, the most
+accurate runs, a table of error against NFE; every run), ``solvers.png`` (error against
+NFE: one row of panels per path and metric, one column per grid), ``solvers.json`` with
+every row. Example::
 
-    scoresde bench solvers --out benchmarks/solvers          # ~10 min on 2 CPU cores
+    scoresde bench solvers --out benchmarks/solvers          # ~10 min per path, 2 cores
+    scoresde bench solvers --paths vp rf --nfe 10 20 --out /tmp/solvers
     scoresde bench solvers --quick --out /tmp/solvers        # smoke run
     scoresde bench solvers --grids uniform tuned --solvers euler unipc --nfe 10 \
         --n 2000 --out /tmp/tuned                            # the tuned grid, ~4 min
 
 The ``tuned`` grid (opt-in) is :func:`samplers.optimize_grid` fitted for UniPC on 4096
-prior draws of ``key(777)``, disjoint from the draws it is scored on (``key(seed)``).
+prior draws of ``key(777)``, disjoint from the draws it is scored on (``key(seed)``),
+once per path.
 """
 
 from __future__ import annotations
@@ -56,34 +73,60 @@ from experiments._parser import Parser
 from experiments.evaluation import mixture_metrics as metrics
 from experiments.run import Run
 
-EPS = 1e-3
+EPS = 1e-3  # VP's end time; the other paths end at VP's noise level there (path_eps)
+# The forward paths, by name (the first of each SDE's ``names``).
+PATHS: dict[str, Callable[[], sde_lib.AbstractSDE]] = {
+    "vp": sde_lib.VPSDE,
+    "rf": sde_lib.RectifiedFlow,
+    "edm": sde_lib.EDMSDE,
+}
+DEFAULT_PATHS = list(PATHS)
 GRIDS: dict[str, Callable] = {
-    "uniform": lambda sde, n: samplers.uniform_grid(n, eps=EPS),
-    "quadratic": lambda sde, n: samplers.quadratic_grid(n, eps=EPS),
-    "log_snr": lambda sde, n: samplers.log_snr_grid(sde, n, eps=EPS),
-    "karras": lambda sde, n: samplers.karras_grid(sde, n, eps=EPS),
-    # Tuned for UniPC on the oracle (whatever ``sde`` is given); opt-in: --grids tuned.
-    "tuned": lambda sde, n: _tuned_grid(n),
+    "uniform": lambda sde, n, eps: samplers.uniform_grid(n, eps, sde.T),
+    "quadratic": lambda sde, n, eps: samplers.quadratic_grid(n, eps, sde.T),
+    "log_snr": lambda sde, n, eps: samplers.log_snr_grid(sde, n, eps),
+    "karras": lambda sde, n, eps: samplers.karras_grid(sde, n, eps),
+    # Tuned for UniPC on the oracle of the path of ``sde``; opt-in: --grids tuned.
+    "tuned": lambda sde, n, eps: _tuned_grid(path_name(sde), n),
 }
 DEFAULT_GRIDS = ["uniform", "quadratic", "log_snr", "karras"]
 TUNE_KEY, TUNE_DRAWS = 777, 4096  # training draws, apart from the benchmark's keys
 
 
+def path_name(forward: sde_lib.AbstractSDE) -> str:
+    """The path's name: the first of the SDE's config names (``"vp"``, ``"rf"``, ...)."""
+    return type(forward).names[0] if type(forward).names else type(forward).__name__
+
+
+def path_eps(path: str) -> float:
+    r"""The end time of ``path``: :data:`EPS` for VP, and for any other path the time at
+    which its noise level :math:`\sigma = s/a = e^{-\lambda}` equals VP's at ``EPS``
+    (0.0105): 0.01038 for RF, 0.01049 for EDM."""
+    if path == "vp":
+        return EPS
+    lam = sde_lib.VPSDE().log_snr(jnp.asarray(EPS, jnp.float32))
+    return float(PATHS[path]().log_snr_inverse(lam))
+
+
+def _sigma(forward: sde_lib.AbstractSDE, t: float) -> float:
+    return float(jnp.exp(-forward.log_snr(jnp.asarray(t, jnp.float32))))
+
+
 @functools.cache
-def _tuned_grid(n: int):
+def _tuned_grid(path: str, n: int):
     """The ``n``-step grid :func:`samplers.optimize_grid` fits so that UniPC tracks the
-    exact PF-ODE of :func:`oracle_problem` on ``TUNE_DRAWS`` prior draws of
+    exact PF-ODE of :func:`oracle_problem` on ``path`` on ``TUNE_DRAWS`` prior draws of
     ``jax.random.key(TUNE_KEY)`` (the benchmark evaluates on ``key(seed)``; keep
     ``seed != 777``). About 2-3 min per ``n`` on 2 CPU cores at n = 10."""
-    vp, oracle = oracle_problem()
+    forward, oracle = oracle_problem(path=path)
     return samplers.optimize_grid(
         oracle.score,
-        vp,
+        forward,
         samplers.UniPC(),
         n,
         key=jax.random.key(TUNE_KEY),
         shape=(TUNE_DRAWS, oracle.mixture.dim),
-        eps=EPS,
+        eps=path_eps(path),
     )
 
 
@@ -135,29 +178,31 @@ def solver_specs() -> list[SolverSpec]:
     return list(SOLVER_SPECS)
 
 
-def oracle_problem(dim: int = 16, n_modes: int = 8, seed: int = 0):
-    """A 16-D mixture with unequal weights and well-separated isotropic modes."""
+def oracle_problem(dim: int = 16, n_modes: int = 8, seed: int = 0, path: str = "vp"):
+    """``(forward, oracle)``: a 16-D mixture with unequal weights and well-separated
+    isotropic modes, on the forward path named ``path`` (one of :data:`PATHS`)."""
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(n_modes, dim))
     means = 4.0 * means / np.linalg.norm(means, axis=1, keepdims=True)
     weights = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.07, 0.05, 0.03][:n_modes])
     weights = weights / weights.sum()
     mix = sde_lib.GaussianMixture(weights=weights, means=means, stds=0.5)
-    vp = sde_lib.VPSDE()
-    return vp, sde_lib.MixtureOracle(mix, vp)
+    forward = PATHS[path]()
+    return forward, sde_lib.MixtureOracle(mix, forward)
 
 
-def _grid_for(spec: SolverSpec, grid: str, forward, steps: int):
+def _grid_for(spec: SolverSpec, grid: str, forward, steps: int, eps: float = EPS):
     """The ``ts`` a solver gets for ``steps`` steps; EDM's sampler adds its own final
     Euler step to sigma = 0, so its grid has one interval fewer (NFE = 2N - 1)."""
     if spec.kind == "edm":
-        return GRIDS[grid](forward, steps - 1) if steps > 1 else None
-    return GRIDS[grid](forward, steps)
+        return GRIDS[grid](forward, steps - 1, eps) if steps > 1 else None
+    return GRIDS[grid](forward, steps, eps)
 
 
-def run_sampler(spec: SolverSpec, score_fn, forward, shape, key, ts):
-    """``(x, nfe)`` for one solver on grid ``ts``."""
-    common = dict(score_fn=score_fn, sde=forward, shape=shape, key=key, eps=EPS)
+def run_sampler(spec: SolverSpec, score_fn, forward, shape, key, ts, eps: float = EPS):
+    """``(x, nfe)`` for one solver on grid ``ts`` (``eps``: the end time when ``ts`` is
+    ``None``)."""
+    common = dict(score_fn=score_fn, sde=forward, shape=shape, key=key, eps=eps)
     common["solver"] = spec.make()
     if spec.kind == "ode":
         x, stats = samplers.sample_ode(**common, ts=ts)
@@ -170,7 +215,7 @@ def run_sampler(spec: SolverSpec, score_fn, forward, shape, key, ts):
     return x, int(stats["nfe"])
 
 
-def reference(score_fn, forward, shape, key, tol: float):
+def reference(score_fn, forward, shape, key, tol: float, eps: float = EPS):
     x, stats = samplers.sample_ode(
         score_fn=score_fn,
         sde=forward,
@@ -179,13 +224,13 @@ def reference(score_fn, forward, shape, key, tol: float):
         solver=build.solver("tsit5"),
         rtol=tol,
         atol=tol,
-        eps=EPS,
+        eps=eps,
         max_steps=16384,
     )
     return x, int(stats["nfe"])
 
 
-def _metrics(x, x_ref, exact, oracle, means, weights, logp_exact, key) -> dict:
+def _metrics(x, x_ref, exact, oracle, means, weights, logp_exact, key, eps=EPS) -> dict:
     x = np.asarray(x, np.float64)
     row = {
         "traj_rmse": float(np.sqrt(np.mean((x - x_ref) ** 2))) if x_ref is not None else math.nan,
@@ -193,30 +238,52 @@ def _metrics(x, x_ref, exact, oracle, means, weights, logp_exact, key) -> dict:
         "mmd2": metrics.mmd2(x, exact),
     }
     if oracle is not None:
-        logp = np.asarray(oracle.log_prob(jnp.asarray(x, jnp.float32), EPS))
+        logp = np.asarray(oracle.log_prob(jnp.asarray(x, jnp.float32), eps))
         finite = np.isfinite(logp)
         row["logp_gap"] = float(np.mean(logp[finite]) - logp_exact) if finite.any() else math.nan
     return row
 
 
-def bench_oracle(specs, nfes, grids, n: int, seed: int, progress: bool = True) -> list[dict]:
-    """Every solver x grid x NFE on the 16-D mixture oracle."""
-    vp, oracle = oracle_problem()
+def bench_oracle(
+    specs, nfes, grids, n: int, seed: int, progress: bool = True, paths=("vp",)
+) -> list[dict]:
+    """Every path x solver x grid x NFE on the 16-D mixture oracle."""
+    rows = []
+    for path in paths:
+        rows += _bench_path(path, specs, nfes, grids, n, seed, progress)
+    return rows
+
+
+def _bench_path(path: str, specs, nfes, grids, n: int, seed: int, progress: bool) -> list[dict]:
+    """Every solver x grid x NFE on the oracle of one path, ending at ``path_eps(path)``;
+    the same keys on every path (so the same standard-normal prior draw)."""
+    forward, oracle = oracle_problem(path=path)
+    eps = path_eps(path)
     mix = oracle.mixture
     key = jax.random.key(seed)
     shape = (n, mix.dim)
-    exact = np.asarray(oracle.sample(jax.random.key(seed + 1), n, EPS))
-    exact2 = np.asarray(oracle.sample(jax.random.key(seed + 2), n, EPS))
+    exact = np.asarray(oracle.sample(jax.random.key(seed + 1), n, eps))
+    exact2 = np.asarray(oracle.sample(jax.random.key(seed + 2), n, eps))
     means, weights = np.asarray(mix.means), np.asarray(mix.weights)
-    logp_exact = float(jnp.mean(oracle.log_prob(jnp.asarray(exact), EPS)))
-    x_ref, ref_nfe = reference(oracle.score, vp, shape, key, 1e-7)
+    logp_exact = float(jnp.mean(oracle.log_prob(jnp.asarray(exact), eps)))
+    x_ref, ref_nfe = reference(oracle.score, forward, shape, key, 1e-7, eps)
     x_ref = np.asarray(x_ref, np.float64)
+    measure = functools.partial(
+        _metrics,
+        exact=exact,
+        oracle=oracle,
+        means=means,
+        weights=weights,
+        logp_exact=logp_exact,
+        key=key,
+        eps=eps,
+    )
+    head = {"problem": "oracle16", "path": path}
     rows = [
-        {"problem": "oracle16", "solver": "exact", "grid": "-", "budget": 0, "nfe": 0}
-        | _metrics(exact2, None, exact, oracle, means, weights, logp_exact, key),
-        {"problem": "oracle16", "solver": "tsit5_1e-7", "grid": "adaptive", "budget": 0}
-        | {"nfe": ref_nfe}
-        | _metrics(x_ref, x_ref, exact, oracle, means, weights, logp_exact, key),
+        head | {"solver": "exact", "grid": "-", "budget": 0, "nfe": 0} | measure(exact2, None),
+        head
+        | {"solver": "tsit5_1e-7", "grid": "adaptive", "budget": 0, "nfe": ref_nfe}
+        | measure(x_ref, x_ref),
     ]
     for spec in specs:
         for grid in grids:
@@ -226,11 +293,10 @@ def bench_oracle(specs, nfes, grids, n: int, seed: int, progress: bool = True) -
                 budgets = list(nfes)
             for budget in budgets:
                 steps = spec.steps_for(budget)
-                ts = _grid_for(spec, grid, vp, steps)
+                ts = _grid_for(spec, grid, forward, steps, eps)
                 started = time.perf_counter()
-                x, nfe = run_sampler(spec, oracle.score, vp, shape, key, ts)
-                row = {
-                    "problem": "oracle16",
+                x, nfe = run_sampler(spec, oracle.score, forward, shape, key, ts, eps)
+                row = head | {
                     "solver": spec.name,
                     "grid": grid,
                     "budget": budget,
@@ -238,8 +304,7 @@ def bench_oracle(specs, nfes, grids, n: int, seed: int, progress: bool = True) -
                     "steps": steps,
                     "seconds": time.perf_counter() - started,
                 }
-                ref = x_ref if spec.deterministic else None
-                row |= _metrics(x, ref, exact, oracle, means, weights, logp_exact, key)
+                row |= measure(x, x_ref if spec.deterministic else None)
                 rows.append(row)
                 if progress:
                     print(_line(row), flush=True)
@@ -256,10 +321,11 @@ def bench_trained(specs, nfes, grids, workdir, n: int, seed: int) -> list[dict]:
     key = jax.random.key(seed)
     x_ref, ref_nfe = reference(score_fn, forward, shape, key, 1e-5)
     x_ref = np.asarray(x_ref, np.float64).reshape(n, -1)
-    name = f"{pathlib.Path(workdir).name}@{run.step}"
+    head = {"problem": f"{pathlib.Path(workdir).name}@{run.step}", "path": path_name(forward)}
     flat = lambda x: np.asarray(x, np.float64).reshape(n, -1)  # noqa: E731
     rows = [
-        {"problem": name, "solver": "tsit5_1e-5", "grid": "adaptive", "budget": 0}
+        head
+        | {"solver": "tsit5_1e-5", "grid": "adaptive", "budget": 0}
         | {"nfe": ref_nfe, "traj_rmse": 0.0, "mmd2": metrics.mmd2(x_ref, test)}
     ]
     for spec in specs:
@@ -269,7 +335,7 @@ def bench_trained(specs, nfes, grids, workdir, n: int, seed: int) -> list[dict]:
                 ts = _grid_for(spec, grid, forward, steps)
                 x, nfe = run_sampler(spec, score_fn, forward, shape, key, ts)
                 x = flat(x)
-                row = {"problem": name, "solver": spec.name, "grid": grid, "budget": budget}
+                row = head | {"solver": spec.name, "grid": grid, "budget": budget}
                 row |= {
                     "nfe": nfe,
                     "steps": steps,
@@ -283,92 +349,180 @@ def bench_trained(specs, nfes, grids, workdir, n: int, seed: int) -> list[dict]:
     return rows
 
 
+# ---- the report ----------------------------------------------------------------------
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.3g}"
     return str(v)
 
 
-COLUMNS = ("problem", "solver", "grid", "budget", "nfe", "traj_rmse", "mode_tv", "mmd2", "logp_gap")
+COLUMNS = (
+    "problem",
+    "path",
+    "solver",
+    "grid",
+    "budget",
+    "nfe",
+    "traj_rmse",
+    "mode_tv",
+    "mmd2",
+    "logp_gap",
+)
+
+
+def _path_of(row: dict) -> str:
+    """A row's path (rows written before there were paths are VP's)."""
+    return row.get("path", "vp")
+
+
+def _paths(rows: list[dict], problem: str = "oracle16") -> list[str]:
+    """The paths that ``rows`` hold for ``problem``, in :data:`PATHS` order."""
+    present = {_path_of(r) for r in rows if r["problem"] == problem}
+    return [p for p in PATHS if p in present] + sorted(present - set(PATHS))
+
+
+def _select(rows: list[dict], problem: str = "oracle16", path: str | None = None) -> list[dict]:
+    return [r for r in rows if r["problem"] == problem and path in (None, _path_of(r))]
 
 
 def _line(row: dict) -> str:
-    return "  ".join(f"{c}={_fmt(row.get(c, ''))}" for c in COLUMNS)
+    return "  ".join(
+        f"{c}={_fmt(row.get(c, '') if c != 'path' else _path_of(row))}" for c in COLUMNS
+    )
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
+    cell = lambda r, c: _fmt(_path_of(r) if c == "path" else r.get(c, ""))  # noqa: E731
+    lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def best_at(rows: list[dict], budget: int, metric: str, problem: str = "oracle16") -> dict:
-    """The row with the smallest ``metric`` among those within ``budget`` NFE."""
+def best_at(
+    rows: list[dict], budget: int, metric: str, problem: str = "oracle16", path: str | None = None
+) -> dict:
+    """The row with the smallest ``metric`` among those within ``budget`` NFE (on
+    ``path``, or on any)."""
     cands = [
         r
-        for r in rows
-        if r["problem"] == problem
-        and 0 < r["nfe"] <= budget
-        and not math.isnan(r.get(metric, math.nan))
+        for r in _select(rows, problem, path)
+        if 0 < r["nfe"] <= budget and not math.isnan(r.get(metric, math.nan))
     ]
     return min(cands, key=lambda r: r[metric])
 
 
+def _deterministic_at(rows: list[dict], budget: int) -> list[dict]:
+    """The runs at ``budget`` with a trajectory error (deterministic solvers)."""
+    return [
+        r for r in rows if r["budget"] == budget and not math.isnan(r.get("traj_rmse", math.nan))
+    ]
+
+
 def summary(rows: list[dict], budgets=(10, 20), top: int = 4) -> str:
-    """Euler (uniform grid) at 100 NFE and the exact-sample floor against the ``top``
-    runs with the smallest trajectory error at each budget, every metric of each run."""
-    oracle = [r for r in rows if r["problem"] == "oracle16"]
-    euler100 = _euler100(oracle)
-    floor = next((r for r in oracle if r["solver"] == "exact"), None)
-    if euler100 is None or floor is None:
-        return ""
+    """Per path: Euler (uniform grid) at 100 NFE and the exact-sample floor against the
+    ``top`` runs with the smallest trajectory error at each budget, every metric of each
+    run."""
     cols = ("traj_rmse", "mode_tv", "mmd2", "logp_gap")
-    out = ["| run | NFE | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    out = ["| path | run | NFE | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
 
-    def line(label, r):
-        return (
-            f"| {label} | {r['nfe']} | " + " | ".join(_fmt(r.get(c, math.nan)) for c in cols) + " |"
-        )
+    def line(path, label, r):
+        values = " | ".join(_fmt(r.get(c, math.nan)) for c in cols)
+        return f"| {path} | {label} | {r['nfe']} | {values} |"
 
-    out.append(line("exact samples (floor)", floor))
-    out.append(line("**Euler, uniform grid, 100 steps**", euler100))
-    for budget in budgets:
-        cands = [
-            r
-            for r in oracle
-            if r["budget"] == budget and not math.isnan(r.get("traj_rmse", math.nan))
-        ]
-        for r in sorted(cands, key=lambda r: r["traj_rmse"])[:top]:
-            out.append(line(f"{r['solver']}, {r['grid']}", r))
+    for path in _paths(rows):
+        oracle = _select(rows, path=path)
+        euler100 = _euler100(oracle, path=path)
+        floor = next((r for r in oracle if r["solver"] == "exact"), None)
+        if euler100 is None or floor is None:
+            continue
+        out.append(line(path, "exact samples (floor)", floor))
+        out.append(line(path, "**Euler, uniform grid, 100 steps**", euler100))
+        for budget in budgets:
+            for r in sorted(_deterministic_at(oracle, budget), key=lambda r: r["traj_rmse"])[:top]:
+                out.append(line(path, f"{r['solver']}, {r['grid']}", r))
+    return "\n".join(out) if len(out) > 2 else ""
+
+
+def path_summary(rows: list[dict], budgets=(10, 20)) -> str:
+    """One line per path: its sigma range, and at each budget the most accurate run
+    (trajectory error) and the median over every deterministic solver x grid; with
+    Euler-100 as the yardstick."""
+    lines = []
+    for path in _paths(rows):
+        oracle = _select(rows, path=path)
+        parts = []
+        for budget in budgets:
+            runs = _deterministic_at(oracle, budget)
+            if not runs:
+                continue
+            best = min(runs, key=lambda r: r["traj_rmse"])
+            median = float(np.median([r["traj_rmse"] for r in runs]))
+            parts.append(
+                f"at {budget} NFE best {best['solver']}/{best['grid']} "
+                f"{_fmt(best['traj_rmse'])} (mode TV {_fmt(best['mode_tv'])}), "
+                f"median of {len(runs)} runs {_fmt(median)}"
+            )
+        if not parts:
+            continue
+        euler100 = _euler100(oracle, path=path)
+        tail = f"; Euler-100 {_fmt(euler100['traj_rmse'])}" if euler100 else ""
+        span = ""
+        if path in PATHS:
+            forward = PATHS[path]()
+            span = (
+                f" (sigma {_fmt(_sigma(forward, forward.T))} -> "
+                f"{_fmt(_sigma(forward, path_eps(path)))})"
+            )
+        lines.append(f"- **{path}**{span}: traj_rmse " + "; ".join(parts) + tail)
+    return "\n".join(lines)
+
+
+def nfe_table(rows: list[dict], path: str, metric: str = "traj_rmse") -> str:
+    """``metric`` against NFE on ``path``: one row per solver x grid (the deterministic
+    solvers for ``traj_rmse``), one column per budget."""
+    oracle = [r for r in _select(rows, path=path) if r["budget"] > 0]
+    runs = [r for r in oracle if not math.isnan(r.get(metric, math.nan))]
+    budgets = sorted({r["budget"] for r in runs})
+    if not budgets:
+        return ""
+    cells: dict[tuple[str, str], dict[int, float]] = {}
+    for r in runs:
+        cells.setdefault((r["solver"], r["grid"]), {})[r["budget"]] = r[metric]
+    out = [
+        "| solver | grid | " + " | ".join(f"{b}" for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
+    for (solver, grid), by_budget in cells.items():
+        values = " | ".join(_fmt(by_budget[b]) if b in by_budget else "" for b in budgets)
+        out.append(f"| {solver} | {grid} | {values} |")
     return "\n".join(out)
 
 
-def _euler100(rows: list[dict], problem: str = "oracle16") -> dict | None:
-    """The yardstick row: Euler on the uniform grid at 100 NFE."""
+def _euler100(rows: list[dict], problem: str = "oracle16", path: str | None = None) -> dict | None:
+    """The yardstick row: Euler on the uniform grid at 100 NFE (on ``path``, or the first)."""
     return next(
         (
             r
-            for r in rows
-            if r["problem"] == problem
-            and r["solver"] == "euler"
-            and r["grid"] == "uniform"
-            and r["budget"] == 100
+            for r in _select(rows, problem, path)
+            if r["solver"] == "euler" and r["grid"] == "uniform" and r["budget"] == 100
         ),
         None,
     )
 
 
-def _panel(ax, rows: list[dict], problem: str, metric: str, grid: str, colours: dict) -> None:
-    """One panel of :func:`plot`: ``|metric|`` against NFE for each solver on ``grid``,
-    with Euler-100 (dashed) and the exact-sample floor (dotted) as lines."""
+def _panel(ax, rows: list[dict], metric: str, grid: str, colours: dict, title: str) -> None:
+    """One panel of :func:`plot`: ``|metric|`` against NFE for each solver on ``grid``
+    (``rows``: one problem and path), with Euler-100 (dashed) and the exact-sample
+    floor (dotted) as lines."""
     import matplotlib.ticker
 
     for s, colour in colours.items():
         pts = sorted(
             (r["nfe"], abs(r[metric]))
             for r in rows
-            if r["problem"] == problem
-            and r["solver"] == s
+            if r["solver"] == s
             and r["grid"] == grid
             and r["budget"] <= 50
             and not math.isnan(r.get(metric, math.nan))
@@ -376,13 +530,13 @@ def _panel(ax, rows: list[dict], problem: str, metric: str, grid: str, colours: 
         )
         if pts:
             ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=s, color=colour)
-    euler100 = _euler100(rows, problem)
-    floor = next((r for r in rows if r["solver"] == "exact" and r["problem"] == problem), None)
+    euler100 = _euler100(rows)
+    floor = next((r for r in rows if r["solver"] == "exact"), None)
     if euler100 is not None and not math.isnan(euler100.get(metric, math.nan)):
         ax.axhline(abs(euler100[metric]), color="k", ls="--", lw=0.8, label="Euler 100")
     if floor is not None and metric != "traj_rmse":
         ax.axhline(abs(floor[metric]), color="grey", ls=":", lw=0.8, label="exact floor")
-    ax.set_title(f"{grid}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("NFE")
     ax.set_ylabel(metric if metric != "mmd2" else "|mmd2|")
     ax.set_xticks([5, 10, 20, 50])
@@ -391,7 +545,8 @@ def _panel(ax, rows: list[dict], problem: str, metric: str, grid: str, colours: 
 
 
 def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> None:
-    """Error against NFE, one row of panels per metric, one column per grid."""
+    """Error against NFE: one row of panels per forward path and metric, one column per
+    grid (the panels of one metric share their y-axis across paths)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -399,36 +554,74 @@ def plot(rows: list[dict], path: pathlib.Path, problem: str = "oracle16") -> Non
 
     grids = [g for g in GRIDS if any(r["grid"] == g for r in rows)]
     metrics_ = [m for m in ("traj_rmse", "mmd2", "mode_tv") if any(m in r for r in rows)]
+    paths = _paths(rows, problem)
+    panel_rows = [(p, m) for p in paths for m in metrics_]
     fig, axes = plt.subplots(
-        len(metrics_), len(grids), figsize=(3.6 * len(grids), 3.0 * len(metrics_)), squeeze=False
+        len(panel_rows),
+        len(grids),
+        figsize=(3.4 * len(grids), 2.7 * len(panel_rows)),
+        squeeze=False,
     )
     solvers = sorted({r["solver"] for r in rows if r["grid"] in grids})
     cmap = plt.get_cmap("tab20")
     colours = {name: cmap(i % 20) for i, name in enumerate(solvers)}
-    for i, metric in enumerate(metrics_):
+    for i, (p, metric) in enumerate(panel_rows):
         for j, grid in enumerate(grids):
-            _panel(axes[i][j], rows, problem, metric, grid, colours)
+            _panel(axes[i][j], _select(rows, problem, p), metric, grid, colours, f"{p}: {grid}")
+    for m in metrics_:  # one y-range per metric, so that the paths compare by eye
+        share = [
+            axes[i][j] for i, (_, mm) in enumerate(panel_rows) if mm == m for j in range(len(grids))
+        ]
+        lows, highs = zip(*(ax.get_ylim() for ax in share), strict=True)
+        for ax in share:
+            ax.set_ylim(min(lows), max(highs))
     handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
     fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=7)
-    fig.suptitle(f"{problem}: error against NFE (VP, eps={EPS}); dashed: Euler, 100 NFE")
-    fig.tight_layout(rect=(0, 0, 0.88, 1))
-    fig.savefig(path, dpi=110)
+    fig.suptitle(
+        f"{problem}: error against NFE on the paths {', '.join(paths)} (each ends at "
+        f"VP's noise level at t = {EPS}); dashed: Euler, 100 NFE"
+    )
+    fig.tight_layout(rect=(0, 0, 0.9, 0.99))
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
+def _path_lines(meta: dict) -> str:
+    eps = meta.get("eps", {"vp": EPS})
+    out = []
+    for p in meta.get("paths", ["vp"]):
+        e = eps.get(p, EPS)
+        if p in PATHS:
+            forward = PATHS[p]()
+            out.append(
+                f"`{p}` ({type(forward).__name__}, T = {_fmt(float(forward.T))}, "
+                f"eps = {_fmt(e)}: sigma from {_fmt(_sigma(forward, forward.T))} to "
+                f"{_fmt(_sigma(forward, e))})"
+            )
+        else:
+            out.append(f"`{p}` (eps = {_fmt(e)})")
+    return "; ".join(out)
+
+
 def report(rows: list[dict], meta: dict) -> str:
+    note = f" {meta['note']}" if meta.get("note") else ""  # e.g. where some rows came from
+    per_path = "\n\n".join(
+        f"### {p}\n\n{nfe_table(rows, p)}" for p in _paths(rows) if nfe_table(rows, p)
+    )
     return (
         f"# Solvers against NFE\n\n`scoresde bench solvers` ({meta['minutes']:.1f} min, "
-        f"n = {meta['n']} samples per row on the oracle, seed {meta['seed']}, VP, "
-        f"eps = {EPS}, jax {meta['jax']} on {meta['platform']}). Metrics: see the module "
-        f"docstring of `experiments/bench/solvers.py`; `traj_rmse` is the distance to the "
-        f"exact probability-flow solution from the same prior draw (deterministic "
-        f"solvers only).\n\n"
+        f"n = {meta['n']} samples per row on the oracle, seed {meta['seed']}, jax "
+        f"{meta['jax']} on {meta['platform']}). Paths: {_path_lines(meta)}. Metrics: see "
+        f"the module docstring of `experiments/bench/solvers.py`; `traj_rmse` is the "
+        f"distance to the exact probability-flow solution of the same path from the same "
+        f"prior draw (deterministic solvers only).{note}\n\n"
+        f"## Which path is easiest to integrate\n\n{path_summary(rows)}\n\n"
         f"## The most accurate runs at 10 and 20 NFE against Euler at 100 NFE\n\n"
         f"{summary(rows)}\n\n![error against NFE](solvers.png)\n\n"
+        f"## traj_rmse against NFE, per path\n\n{per_path}\n\n"
         f"## Every run\n\n{markdown(rows)}\n"
     )
 
@@ -439,6 +632,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 20, 50])
     parser.add_argument("--n", type=int, default=4000, help="samples per run (oracle)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=DEFAULT_PATHS,
+        choices=list(PATHS),
+        help="forward paths of the oracle, each ending at VP's noise level at t = 1e-3",
+    )
     parser.add_argument(
         "--grids",
         nargs="+",
@@ -477,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown solvers {unknown}; choose from {sorted(known)}")
         specs = [s for s in specs if s.name in args.solvers]
+    paths = list(dict.fromkeys(args.paths))
     if args.quick:
         args.n, args.nfe, args.n_trained = min(args.n, 500), [5, 10], min(args.n_trained, 64)
     out = pathlib.Path(args.out)
@@ -484,10 +685,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         saved = json.loads((out / "solvers.json").read_text())
         _write(out, saved["rows"], saved["meta"])
-        print(summary(saved["rows"]))
+        print(path_summary(saved["rows"]))
         return 0
     started = time.perf_counter()
-    rows = bench_oracle(specs, args.nfe, args.grids, args.n, args.seed)
+    rows = bench_oracle(specs, args.nfe, args.grids, args.n, args.seed, paths=paths)
     if args.workdir:
         trained_specs = [s for s in specs if s.kind != "edm"]
         rows += bench_trained(
@@ -497,11 +698,13 @@ def main(argv: list[str] | None = None) -> int:
         "minutes": (time.perf_counter() - started) / 60,
         "n": args.n,
         "seed": args.seed,
+        "paths": paths,
+        "eps": {p: path_eps(p) for p in paths},
         "jax": jax.__version__,
         "platform": jax.devices()[0].platform,
     }
     (out / "solvers.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     _write(out, rows, meta)
-    print(summary(rows))
+    print(path_summary(rows))
     print(f"wrote {out / 'solvers.md'}, solvers.json, solvers.png in {meta['minutes']:.1f} min")
     return 0

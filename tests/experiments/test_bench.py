@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sde
 from experiments import bench, build
 from experiments import timing as _timing
 from experiments.bench import scale as bench_scale
@@ -82,23 +83,45 @@ def test_solver_specs_come_from_the_build_table():
 
 @pytest.mark.slow  # ~30 s on 2 cores; the solver specs and grids have their own tests here
 def test_bench_solvers_smoke(tmp_path):
+    """Euler on the uniform grid of the two paths that are not VP's (VP's runs the same
+    code; three paths took twice as long)."""
     out = tmp_path / "b"
-    rc = bench.main(
-        ["solvers", "--quick", "--out", str(out), "--grids", "uniform"]
-        + ["--solvers", "euler", "ddim"]
-    )
+    args = ["--quick", "--out", str(out), "--grids", "uniform", "--solvers", "euler"]
+    rc = bench.main(["solvers", *args, "--paths", "rf", "edm"])
     assert rc == 0
     saved = json.loads((out / "solvers.json").read_text())
     rows = saved["rows"]
-    euler = {r["budget"]: r for r in rows if r["solver"] == "euler"}
-    assert sorted(euler) == [5, 10, 100] and all(r["nfe"] == r["budget"] for r in euler.values())
-    # Euler is first order: more steps, closer to the exact trajectory
-    assert euler[100]["traj_rmse"] < euler[10]["traj_rmse"] < euler[5]["traj_rmse"]
-    exact = next(r for r in rows if r["solver"] == "exact")
-    assert np.isnan(exact["traj_rmse"]) and 0 <= exact["mode_tv"] < 0.2
+    assert saved["meta"]["paths"] == ["rf", "edm"]
+    for path in ("rf", "edm"):
+        euler = {r["budget"]: r for r in rows if r["solver"] == "euler" and r["path"] == path}
+        assert sorted(euler) == [5, 10, 100]
+        assert all(r["nfe"] == r["budget"] for r in euler.values())
+        # Euler is first order: more steps, closer to the exact trajectory
+        assert euler[100]["traj_rmse"] < euler[10]["traj_rmse"] < euler[5]["traj_rmse"], path
+        exact = next(r for r in rows if r["solver"] == "exact" and r["path"] == path)
+        assert np.isnan(exact["traj_rmse"]) and 0 <= exact["mode_tv"] < 0.2
     text = (out / "solvers.md").read_text()
     assert "Euler, uniform grid, 100 steps" in text and (out / "solvers.png").exists()
+    assert all(f"- **{p}** (sigma" in text and f"### {p}" in text for p in ("rf", "edm"))
+    assert "| oracle16 | rf | euler | uniform | 100 | 100 |" in text
     assert bench_solvers.main(["--out", str(out), "--replot"]) == 0
+
+
+def test_bench_solvers_paths_end_at_one_noise_level():
+    """The default paths are VP, RF and EDM; every path ends where its sigma = s/a is
+    VP's at t = 1e-3, and every grid runs from the path's own T to that end."""
+    assert bench_solvers._parser().parse_args([]).paths == ["vp", "rf", "edm"]
+    vp = sde.VPSDE()
+    sigma = lambda fwd, t: float(jnp.exp(-fwd.log_snr(jnp.float32(t))))  # noqa: E731
+    assert bench_solvers.path_eps("vp") == bench_solvers.EPS
+    for name in ("rf", "edm"):
+        forward, oracle = bench_solvers.oracle_problem(path=name)
+        assert bench_solvers.path_name(forward) == name and oracle.mixture.dim == 16
+        eps = bench_solvers.path_eps(name)
+        assert sigma(forward, eps) == pytest.approx(sigma(vp, 1e-3), rel=1e-5)
+        for grid in bench_solvers.DEFAULT_GRIDS:
+            ts = bench_solvers.GRIDS[grid](forward, 4, eps)
+            assert float(ts[0]) == pytest.approx(forward.T) and float(ts[-1]) == pytest.approx(eps)
 
 
 def test_bench_solvers_edm_heun_spends_2n_minus_1():
