@@ -255,10 +255,11 @@ def test_path_change_study_matches_the_runs_own_ode(kind, tmp_path):
         ],
     )
     run, _ = training.train(cfg, tmp_path / "run", progress=False)
-    out = path_change.compare(run, kind, n=64, n_lik=16, rtol=1e-4, eps=1e-3, seed=0)
+    out = path_change.compare(run, kind, n=64, n_lik=16, rtol=1e-5, eps=1e-3, seed=0)
     assert out["prior_scale_mismatch"] < 1e-4
     assert out["samples_mean_l2"] <= 3 * out["solver_error_mean_l2"] + 1e-4, out
-    assert out["nll_gap_max_abs"] < 1e-2, out
+    assert out["tight_samples_mean_l2"] <= out["samples_mean_l2"] + 1e-6, out
+    assert out["nll_gap_max_abs"] < 1e-2, out  # at rtol 1e-5 (1e-4 left ~1e-2 of solver error)
 
 
 def test_objectives_study_cells_are_valid_configs():
