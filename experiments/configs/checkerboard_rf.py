@@ -13,7 +13,10 @@ with it (3.683 nats against 3.730 uniform); noise prediction fails under the nor
 densities (they leave the smallest noise levels, where its score is divided by s,
 untrained).
 
-Measured on 2 CPU cores, alone: see the README's Results table.
+Measured on 2 CPU cores, alone (``scoresde train --config checkerboard_rf``): 526 s of
+training (47 steps/s), test NLL 3.5301 +- 0.0037 nats (median 3.4804, n = 5000; exact
+entropy 3.4657), 807 NFE per likelihood batch, 493 to sample 5000 points. The previous
+recipe (noise prediction, uniform times, 36,000 steps) reached 3.5229 in ~11 minutes.
 """
 
 import dataclasses
