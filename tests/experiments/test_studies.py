@@ -166,6 +166,7 @@ def test_experiment_end_to_end_tiny(tmp_path):
     assert (tmp_path / "again.md").read_text() == (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow  # ~18 s: trains a digits score model
 def test_score_nll_keeps_the_per_example_log_jacobian(tmp_path):
     """The NLL goes through evaluation.likelihood, which adds ``DataSource.log_jacobian``:
     a per-example log-Jacobian (``log_det_fn``, as Gaussianization has) of +1.5 nats
@@ -238,7 +239,8 @@ def test_quick_experiment_from_the_command_line(tmp_path):
     check_outputs(tmp_path, vs_gan.QUICK)
 
 
-@pytest.mark.parametrize("kind", ["rf", pytest.param("edm", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~20 s each: trains a tiny run and solves six ODEs
+@pytest.mark.parametrize("kind", ["rf", "edm"])
 def test_path_change_study_matches_the_runs_own_ode(kind, tmp_path):
     """A run sampled on the rectified-flow and EDM paths through sde.PathChange gives its
     own ODE's samples (within the solver's own error) and its log-densities (after the

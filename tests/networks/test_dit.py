@@ -153,6 +153,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_output():
     assert float(jnp.abs(a - b).max()) < 0.05 * float(jnp.abs(a).max())
 
 
+@pytest.mark.slow  # ~20 s of compiling two DiT gradients
 def test_remat_gives_the_same_gradients():
     model = _randomised(_tiny(depth=1))
     remat = nnx.merge(nnx.graphdef(_tiny(depth=1, remat=True)), nnx.state(model))

@@ -155,6 +155,7 @@ def test_base_score_far_outside_every_bin(histogram):
         np.testing.assert_allclose(got, np.full((1, 3), -float(mean) / s), rtol=1e-3)
 
 
+@pytest.mark.slow  # ~40 s of eager compiles; the histogram base's score and density tests stay
 def test_closed_form_derivative_matches_differentiating_the_formula(histogram):
     """The custom JVP (diagonal, (Var - 1)/s^2) against autodiff of the same formula
     and against finite differences of the quadrature score; t-derivatives go through."""

@@ -398,6 +398,7 @@ def test_grid_brownian_path_increments():
     assert np.max(np.abs(corr - np.eye(4))) < 4 / np.sqrt(4000)  # independent steps
 
 
+@pytest.mark.slow  # ~20 s: every sampler recompiled in float64
 def test_float64_end_to_end():
     """Under x64 the time grid, the Brownian increments and a mixture built there are
     float64: sample_ode (Heun) and sample_sde (Euler-Maruyama) on a float64 grid that
