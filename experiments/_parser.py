@@ -33,17 +33,6 @@ def integer(low: int):
     return parse
 
 
-def positive(text: str) -> float:
-    """An argparse ``type``: a finite number ``> 0`` (``--rtol 0`` is refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
 def finite(text: str) -> float:
     """An argparse ``type``: a finite number."""
     try:
@@ -52,4 +41,15 @@ def finite(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    """An argparse ``type``: a finite number ``> 0`` (``--rtol 0`` is refused)."""
+    try:
+        value = finite(text)
+    except argparse.ArgumentTypeError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
