@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import inspect
 import re
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,34 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 
 def solver(name: str) -> diffrax.AbstractSolver:
     return lookup(SOLVERS, name, "solver")()
+
+
+def _for_sdes(s: diffrax.AbstractSolver) -> bool:
+    """Whether ``s`` steps an SDE (its terms are drift plus a Brownian term)."""
+    return typing.get_origin(s.term_structure) is diffrax.MultiTerm
+
+
+def _adaptive_for_odes(s: diffrax.AbstractSolver) -> bool:
+    return isinstance(s, diffrax.AbstractAdaptiveSolver) and not _for_sdes(s)
+
+
+def adaptive_ode_solver(name: str) -> diffrax.AbstractSolver:
+    """``solver(name)`` if it can take adaptive steps of the probability-flow ODE (an
+    ODE solver with an error estimate, as ``eval.method=ode`` and every likelihood use
+    it), else a ``ValueError`` that says why and names the ones that can."""
+    s = solver(name)
+    if _adaptive_for_odes(s):
+        return s
+    why = (
+        "is a solver for SDEs (it needs a Brownian term)"
+        if _for_sdes(s)
+        else "has no error estimate, so it takes fixed steps only"
+    )
+    fit = [n for n, make in SOLVERS.items() if _adaptive_for_odes(make())]
+    raise ValueError(
+        f"{name!r} {why}; the probability-flow ODE takes adaptive steps (eval.method=ode "
+        f"and the likelihood): choose one of {', '.join(fit)}"
+    )
 
 
 # ---------------------------------------------------------------------------- samplers
@@ -341,6 +370,8 @@ def check(cfg: Config) -> None:
         if value not in table:
             with _at(key):
                 lookup(dict.fromkeys(table), value, what)
+    with _at("eval.solver"):
+        adaptive_ode_solver(cfg.eval.solver)
     with _at("sde", cfg.sde):
         forward = sde(cfg.sde)
     for key in ("train.eps", "eval.sample_eps", "eval.likelihood_eps"):

@@ -218,7 +218,16 @@ def from_dict(d: dict) -> Config:
 
 
 def save(cfg: Config, path: pathlib.Path) -> None:
-    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    """Write ``path`` whole or not at all (a full disk never leaves a truncated
+    config.json, which would make the run unreadable); an I/O error names the path."""
+    path = pathlib.Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        partial.replace(path)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def read(path: pathlib.Path) -> Config:
