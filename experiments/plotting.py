@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -57,20 +58,37 @@ def image_grid(
     plt.close(fig)
 
 
-def loss_curve(rows: list[dict], path: pathlib.Path) -> None:
-    """Training loss (and validation NLL where logged) against step."""
-    steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(steps, [r["loss"] for r in rows], label="train loss (DSM)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    val = [(r["step"], r["val_nll"]) for r in rows if "val_nll" in r]
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*val, strict=True), "o-", color="C1", label="validation NLL")
-        ax2.set_ylabel("validation NLL (nats)")
-        ax2.legend(loc="upper center", fontsize=8)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def loss_curve(rows: list[dict], path: pathlib.Path, title: str = "") -> None:
+    """A run's ``metrics.jsonl`` records against step: training loss, validation NLL
+    (where logged), gradient norm and learning rate, one panel each."""
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.6), sharex=True, squeeze=False)
+    panels = [
+        ("loss", "train loss (window mean)", True),
+        ("val_nll", "validation NLL (nats)", False),
+        ("grad_norm", "gradient norm (window mean)", True),
+        ("lr", "learning rate", False),
+    ]
+    for ax, (key, label, log) in zip(axes.flat, panels, strict=True):
+        have = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        if not have:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
+            continue
+        x, y = np.array(have, dtype=float).T
+        ax.plot(x, y, "o-" if key == "val_nll" else "-", ms=3, lw=1)
+        if log and np.all(y > 0) and y.max() > 20 * y.min():  # over a decade wide
+            ax.set_yscale("log")
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6, integer=True))
+    last = rows[-1] if rows else {}
+    head = f"{title}: " if title else ""
+    loss = f", loss {last['loss']:.4g}" if "loss" in last else ""
+    fig.suptitle(f"{head}step {last.get('step', 0)}{loss} ({len(rows)} records)", fontsize=10)
+    # Fixed margins: tight_layout would double the drawing time, which matters for a
+    # figure redrawn during training (see experiments.logs).
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.09, top=0.9, wspace=0.25, hspace=0.25)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,18 +1,18 @@
-"""``report.md`` and ``loss.png``: a run's summary from its config and results."""
+"""``report.md`` and ``loss.png``: a run's summary from its config and results
+(:func:`report` after an evaluation, :func:`training_report` for ``train --no-eval``)."""
 
 from __future__ import annotations
 
-import json
-
-from experiments import plotting
+from experiments import logs
 from experiments.run import Run
 
 
-def _loss_curve(run: Run) -> None:
-    path = run.workdir / "metrics.jsonl"
-    if path.exists():
-        rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln]
-        plotting.loss_curve(rows, run.workdir / "loss.png")
+def _loss_curve(run: Run) -> bool:
+    """Redraw ``loss.png`` from the whole of ``metrics.jsonl``; whether there was one."""
+    if not (run.workdir / logs.METRICS).exists() or not logs.read_metrics(run.workdir):
+        return False
+    logs.plot(run.workdir)
+    return True
 
 
 def _time_sampling(tc) -> str:
@@ -49,12 +49,11 @@ def _table(lik: dict, sample_info: dict) -> list[str]:
     ]
 
 
-def report(run: Run, train_info: dict, sample_info: dict, lik: dict) -> str:
-    """Write report.md (and loss.png) in ``run.workdir``; returns the text."""
+def _summary(run: Run, train_info: dict) -> list[str]:
+    """The title and the lines on the model and its training."""
     cfg, m, tc = run.cfg, run.cfg.model, run.cfg.train
-    _loss_curve(run)
     resumed = train_info.get("resumed_from")
-    lines = [
+    return [
         f"# Run report: {cfg.data.name}",
         "",
         f"- model: {m.architecture} ({m.parametrisation} prediction), SDE {cfg.sde.name}, "
@@ -63,6 +62,38 @@ def report(run: Run, train_info: dict, sample_info: dict, lik: dict) -> str:
         + (f" (weighting {tc.weighting}, t {_time_sampling(tc)})" if tc.loss == "dsm" else ""),
         f"- training time: {train_info.get('train_seconds', float('nan')):.0f} s"
         + (f" (resumed from step {resumed})" if resumed else ""),
+    ]
+
+
+def training_report(run: Run, train_info: dict) -> str:
+    """Write report.md (and loss.png) in ``run.workdir`` for a run trained without the
+    final evaluation (``scoresde train --no-eval``); returns the text."""
+    best = train_info.get("best_val_nll")
+    lines = [
+        *_summary(run, train_info),
+        f"- trained to step {train_info.get('steps', run.step)}"
+        + (
+            f"; best validation NLL {best:.4f} nats at step {run.step} (best/), the "
+            "weights sample and likelihood use"
+            if best is not None
+            else ""
+        ),
+        f"- not evaluated (--no-eval): `scoresde sample --workdir {run.workdir}` and "
+        f"`scoresde likelihood --workdir {run.workdir}` add samples.png and likelihood.json",
+        "",
+    ]
+    if _loss_curve(run):
+        lines += ["![training loss](loss.png)", ""]
+    text = "\n".join(lines)
+    (run.workdir / "report.md").write_text(text)
+    return text
+
+
+def report(run: Run, train_info: dict, sample_info: dict, lik: dict) -> str:
+    """Write report.md (and loss.png) in ``run.workdir``; returns the text."""
+    _loss_curve(run)
+    lines = [
+        *_summary(run, train_info),
         f"- evaluated checkpoint: step {lik['checkpoint_step']}",
         "",
         *_table(lik, sample_info),

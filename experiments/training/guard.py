@@ -34,6 +34,7 @@ RUN_FILES = (
     "best",
     "config.json",
     "metrics.jsonl",
+    "tb",  # TensorBoard events (experiments.logs)
     "loss.png",
     "report.md",
     "progress",
