@@ -41,6 +41,9 @@ def get_config() -> Config:
             log_every=100,
             ckpt_every=10_000,
             keep=3,
+            # off: train.val_divergence="exact" would take 3072 JVPs per score evaluation
+            # (turn it on with train.val_divergence=hutchinson train.eval_every=48000)
+            eval_every=0,
         ),
         eval=EvalConfig(
             n_samples=1000,
