@@ -134,6 +134,31 @@ def adaptive_ode_solver(name: str) -> diffrax.AbstractSolver:
     )
 
 
+# the solvers above whose steps are exact in the linear part: their natural grid is
+# uniform in log-SNR (Lu et al. 2022), the default of --grid for them
+EXPONENTIAL = frozenset(
+    {"ddim", "dpmpp2m", "dpmpp3m", "dpmpp2s", "unipc", "unipc3", "unipc_bh1", "sde_dpmpp2m"}
+)
+
+# --grid NAME: (sde, steps, eps) -> the times from sde.T down to eps; "tuned" (fitted to
+# the model's own ODE, samplers.optimize_grid) needs the score and is built by evaluation
+GRIDS: dict[str, Callable | None] = {
+    "uniform": lambda sde, n, eps: samplers.uniform_grid(n, eps, sde.T),
+    "quadratic": lambda sde, n, eps: samplers.quadratic_grid(n, eps, sde.T),
+    "log_snr": lambda sde, n, eps: samplers.log_snr_grid(sde, n, eps),
+    "karras": lambda sde, n, eps: samplers.karras_grid(sde, n, eps),
+    "tuned": None,
+}
+
+
+def grid(name: str, sde, steps: int, eps: float):
+    """The times of grid ``name`` (not ``tuned``: see :data:`GRIDS`)."""
+    make = lookup(GRIDS, name, "grid")
+    if make is None:
+        raise ValueError(f"grid {name!r} is fitted to a model: see samplers.optimize_grid")
+    return make(sde, steps, eps)
+
+
 # ---------------------------------------------------------------------------- samplers
 
 
@@ -269,7 +294,11 @@ def loss(cfg: Config) -> Loss:
 
 SCHEDULES: dict[str, Callable[[TrainConfig], optax.Schedule]] = {
     "cosine": lambda c: optax.warmup_cosine_decay_schedule(
-        0.0, c.lr, max(c.warmup_steps, 1), max(c.steps, c.warmup_steps + 1), 0.01 * c.lr
+        0.0,
+        c.lr,
+        max(c.warmup_steps, 1),
+        max(c.schedule_steps or c.steps, c.warmup_steps + 1),
+        0.01 * c.lr,
     ),
     "constant": lambda c: optax.join_schedules(
         [optax.linear_schedule(0.0, c.lr, max(c.warmup_steps, 1)), optax.constant_schedule(c.lr)],

@@ -104,7 +104,17 @@ def get(cfg: Config, key: str):
 
 
 def _unknown(key: str, valid: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    section, _, name = key.rpartition(".")
+    initials = "".join(w[0] for w in name.split("_") if w)  # learning_rate -> lr
+    abbreviated = [k for k in valid if k == f"{section}.{initials}" and len(initials) > 1]
+    close = (
+        abbreviated
+        + [
+            k
+            for k in difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            if k not in abbreviated
+        ][: 3 - len(abbreviated)]
+    )
     if not close:  # also try the last component alone: lr -> train.lr
         close = [k for k in valid if k.endswith("." + key.split(".")[-1])]
     hint = f"; closest valid keys: {', '.join(close)}" if close else ""
@@ -170,6 +180,11 @@ def get_named(name_or_file: str) -> Config:
             )
     elif not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.suffix == ".json":  # a run's config.json: train a copy of that run
+        try:
+            return from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not valid JSON ({err}); it is not a config") from None
     spec = importlib.util.spec_from_file_location(f"_scoresde_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -43,6 +43,14 @@ RUN_FILES = (
     "samples.json",
     "likelihood.json",
     "elbo.json",
+    "likelihood_val.json",
+    "elbo_val.json",
+    "samples",  # every evaluation's own files (experiments.evaluation.outputs)
+    "likelihood",
+    "elbo",
+    "changes.jsonl",  # what each resume changed (experiments.training.resume)
+    "fork.json",
+    "train.json",
 )
 
 

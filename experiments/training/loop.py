@@ -10,8 +10,9 @@ Data parallel over every device of every process (see :mod:`experiments.distribu
 step ``s``, the step is jitted with explicit shardings (batch split over the ``data``
 axis, state replicated or, with ``train.fsdp=true``, split FSDP-style), and the loss
 trajectory is that of one device with the whole batch up to float summation order.
-Process 0 alone writes ``config.json``, ``metrics.jsonl``, progress images and the
-progress bar; every process takes part in computing, checkpointing and restoring.
+Process 0 alone writes ``config.json``, ``metrics.jsonl`` (and its TensorBoard events
+and ``loss.png``: :mod:`experiments.logs`), progress images and the progress bar;
+every process takes part in computing, checkpointing and restoring.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments import build, distributed
+from experiments import build, distributed, logs
 from experiments import config as config_lib
 from experiments.run import Run, abstract
-from experiments.training import guard
+from experiments.training import guard, resume
 from experiments.training import step as step_lib
 from experiments.training.checkpoint import Checkpoints
 
@@ -39,40 +40,37 @@ class TrainingDiverged(RuntimeError):
 
 
 def _truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-    """Drop log lines a killed run wrote after its last checkpoint."""
+    """Drop log lines a killed run wrote after its last checkpoint (and one it was
+    killed in the middle of)."""
     if not path.exists():
         return
-    keep = [
-        ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step
-    ]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [r for r in logs.read_metrics(path.parent) if r["step"] <= last_step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 class UnreadableRun(ValueError):
     """The work dir holds checkpoints, none of which restores into this config."""
 
 
-def check_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
-    """Refuse a work dir that is a file, or whose run has a different config (only
-    ``train.steps`` may change on resume). Reads only."""
+def check_workdir(
+    cfg: config_lib.Config, workdir: pathlib.Path, explicit=frozenset()
+) -> resume.Resumed:
+    """The config ``cfg`` runs with in ``workdir``: refuses a work dir that is a file,
+    or whose run's config differs in more than what may change on resume
+    (:func:`resume.reconcile`, which also keeps the schedule's horizon unless
+    ``train.schedule_steps`` is among the ``explicit`` keys). Reads only."""
+    workdir = pathlib.Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
     path = workdir / "config.json"
-    if path.exists():
-        saved = config_lib.read(path)
-        changed = [k for k in config_lib.differences(saved, cfg) if k != "train.steps"]
-        if changed and (workdir / "checkpoints").exists():
-            raise config_lib.ConfigError(
-                f"{workdir} holds a run with a different config ({', '.join(changed)}); "
-                "use a new --workdir, the same config (only train.steps may change), or "
-                "--restart to move the old run aside"
-            )
+    if path.exists() and (workdir / "checkpoints").exists():
+        return resume.reconcile(config_lib.read(path), cfg, workdir, explicit)
+    return resume.Resumed(cfg=cfg, changes={})
 
 
 def prepare_workdir(cfg: config_lib.Config, workdir: pathlib.Path) -> None:
-    """Write ``config.json``, or check a resumed run's config against it. Every process
-    checks; after a barrier, process 0 alone writes."""
-    check_workdir(cfg, workdir)
+    """Write ``config.json``. Every process has checked the work dir before; after a
+    barrier, process 0 alone writes."""
     distributed.barrier("scoresde-prepare-workdir")  # all have read before anyone writes
     if distributed.is_main():
         workdir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +85,31 @@ def _unreadable(workdir: pathlib.Path, ckpts: Checkpoints) -> UnreadableRun:
         "with the run's own config, or pass --restart to move the old run aside "
         "(into WORKDIR/replaced-<time>/) and start over"
     )
+
+
+def _fork_start(fork: resume.Fork, target: dict) -> tuple[dict, dict]:
+    """The items and metadata of the checkpoint a fork starts from."""
+    directory = fork.source / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"--fork-from {fork.source}: no checkpoints there")
+    source = Checkpoints(directory, keep=1_000_000)  # keeps all: a fork never deletes
+    try:
+        step = fork.step if fork.step is not None else (source.steps() or [None])[-1]
+        if step is None:
+            raise FileNotFoundError(f"--fork-from {fork.source}: no checkpoints there")
+        try:
+            return source.restore(step, target)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - orbax raises many kinds on a mismatch
+            raise ValueError(
+                f"--fork-from {fork.source}:{step}: its checkpoint does not fit this config "
+                f"({type(err).__name__}: {str(err)[:160]}); a fork may change anything but "
+                "the shapes of the network and of the optimizer state (model.*, "
+                "train.optimizer, train.grad_clip on or off)"
+            ) from None
+    finally:
+        source.close()
 
 
 def _check_batch(cfg: config_lib.Config, mesh) -> None:
@@ -150,6 +173,8 @@ def train(
     step_timeout: float | None = None,
     restart: bool = False,
     announce=None,
+    fork: resume.Fork | None = None,
+    explicit=frozenset(),
 ) -> tuple[Run, dict]:
     """Train (or resume) ``run`` in ``workdir``; returns the run with the weights that
     evaluation uses (as :meth:`Run.restore` picks them: the best-on-validation
@@ -166,17 +191,19 @@ def train(
     step boundary with a checkpoint and raises :class:`guard.TrainingInterrupted`.
     Checkpoints that exist but do not restore are refused (:class:`UnreadableRun`),
     never silently replaced; ``restart=True`` first moves the old run's files aside
-    (:func:`guard.move_aside`). ``announce(start_step)``, if given, is called on
-    process 0 once all of that has passed, before the first step.
+    (:func:`guard.move_aside`). ``announce(start_step, notes)``, if given, is called on
+    process 0 once all of that has passed, before the first step (``notes``: what
+    changed on resume, where a fork started).
+
+    A resume may change bookkeeping and evaluation keys (recorded in
+    ``changes.jsonl``) and keeps the learning-rate schedule's horizon unless
+    ``train.schedule_steps`` is among the ``explicit`` keys (:mod:`.resume`). ``fork``
+    (:class:`resume.Fork`) starts an empty work dir from another run's checkpoint.
     """
     workdir = pathlib.Path(workdir)
     run = Run.create(run) if isinstance(run, config_lib.Config) else run
-    cfg, train_cfg = run.cfg, run.cfg.train
     mesh = distributed.mesh() if mesh is None else mesh
-    _check_batch(cfg, mesh)
-    tx, schedule = build.optimizer(train_cfg)
-    graphdef, initial = step_lib.init(run, tx)
-    shardings = distributed.state_shardings(initial, mesh, fsdp=train_cfg.fsdp)
+    _check_batch(run.cfg, mesh)
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
     lock = guard.WorkdirLock(workdir) if distributed.is_main() else contextlib.nullcontext()
@@ -186,32 +213,59 @@ def train(
             if moved is not None:
                 print(f"scoresde train: moved the old run aside into {moved}", flush=True)
         distributed.barrier("scoresde-restart")
-        check_workdir(cfg, workdir)
+        resumed = check_workdir(run.cfg, workdir, explicit)
+        run = run.replace(cfg=resumed.cfg)
+        cfg, train_cfg = run.cfg, run.cfg.train
+        tx, schedule = build.optimizer(train_cfg)
+        graphdef, initial = step_lib.init(run, tx)
+        shardings = distributed.state_shardings(initial, mesh, fsdp=train_cfg.fsdp)
+        target = step_lib.items(graphdef, abstract(initial, shardings))
         ckpts = Checkpoints(workdir / "checkpoints", keep=train_cfg.keep)
         try:
-            restored = ckpts.restore_latest(step_lib.items(graphdef, abstract(initial, shardings)))
+            restored, notes = ckpts.restore_latest(target), list(resumed.notes)
+            short = step_lib.short_run_warning(train_cfg)
+            if short is not None:
+                notes.append(f"warning: {short}")
+            forked = restored is None and fork is not None and not ckpts.steps()
             if restored is None and ckpts.steps():
                 raise _unreadable(workdir, ckpts)
+            if forked:
+                restored = _fork_start(fork, target)
+                notes.append(f"forked from {fork.source} at step {restored[1]['step']}")
+            elif fork is not None:
+                notes.append("the fork's own checkpoints resume (--fork-from is not read again)")
+            start = 0 if restored is None else int(restored[1]["step"])
+            if start > train_cfg.steps:
+                raise config_lib.ConfigError(
+                    f"train.steps={train_cfg.steps} is below the run's last checkpoint "
+                    f"(step {start}); nothing was changed. Give train.steps >= {start}, or "
+                    f"evaluate an earlier checkpoint with sample/likelihood --checkpoint"
+                )
             prepare_workdir(cfg, workdir)
             if restored is None:
-                state, start, best_val = distributed.put(initial, shardings), 0, math.inf
-                window = []
+                state, best_val, window = distributed.put(initial, shardings), math.inf, []
             else:
                 state = step_lib.join(graphdef, initial, restored[0])
                 meta = restored[1]
-                start, best_val = int(meta["step"]), float(meta.get("best_val_nll", math.inf))
+                # a fork keeps its own best checkpoint, not the source's figure
+                best_val = math.inf if forked else float(meta.get("best_val_nll", math.inf))
                 window = [tuple(w) for w in meta.get("log_window", [])]
             if distributed.is_main():
                 _truncate_metrics(workdir / "metrics.jsonl", start)
+                if resumed.changes:
+                    resume.record(workdir, start, resumed.changes)
+                    notes.insert(0, f"changed: {resume.describe(resumed.changes)}")
+                if forked:
+                    fork.record(workdir, start, cfg)
                 if announce is not None:
-                    announce(start)
+                    announce(start, notes)
             loop = _Loop(run.replace(workdir=workdir), graphdef, shardings, mesh, ckpts, schedule)
             started = time.perf_counter()
             state, best_val = loop.go(state, start, best_val, progress, step_timeout, window)
         finally:
             ckpts.close()
     weights, step = step_lib.items(graphdef, state)["weights"], train_cfg.steps
-    if train_cfg.eval_every > 0:
+    if train_cfg.eval_every > 0 and (workdir / "best").exists():
         best = Checkpoints(workdir / "best", keep=1)
         restored = best.restore_latest({"weights": abstract(weights, shardings_of(weights))})
         best.close()
@@ -225,6 +279,8 @@ def train(
         "devices": mesh.size,
         "processes": jax.process_count(),
     }
+    if distributed.is_main():  # what report.md is rebuilt from after later evaluations
+        (workdir / "train.json").write_text(json.dumps(info, indent=2) + "\n")
     return run.replace(state=weights, step=step, workdir=workdir), info
 
 
@@ -241,6 +297,13 @@ def _stop_requested(interrupts: guard.Interrupts, done: int, every: int) -> str 
     return (interrupts.signal_name or "a signal to another process") if np.any(flags) else None
 
 
+def validation_due(train_cfg, done: int) -> bool:
+    """Whether step ``done`` validates: every ``train.eval_every`` steps, and at the last
+    step of a run at least that long (a run shorter than one interval never does)."""
+    every, steps = train_cfg.eval_every, train_cfg.steps
+    return every > 0 and (done % every == 0 or (done == steps and steps >= every))
+
+
 def shardings_of(state):
     """The shardings of a placed state's arrays."""
     return jax.tree.map(lambda x: x.sharding, state)
@@ -254,8 +317,7 @@ class _Loop:
         self.run, self.graphdef, self.mesh, self.ckpts = run, graphdef, mesh, ckpts
         self.step_fn = step_lib.make_step(run, graphdef, shardings, mesh, donate=True)
         self.schedule = schedule
-        train_cfg = run.cfg.train
-        self.best = Checkpoints(run.workdir / "best", keep=1) if train_cfg.eval_every > 0 else None
+        self.best = None  # the best-on-validation checkpoint, opened at the first save
 
     def _items(self, state):
         return step_lib.items(self.graphdef, state)
@@ -269,6 +331,8 @@ class _Loop:
         progress_samples(snapshot, self.mesh)
         if val < best_val:
             best_val = val
+            if self.best is None:
+                self.best = Checkpoints(self.run.workdir / "best", keep=1)
             self.best.save(done, {"weights": snapshot.state}, {"step": done, "val_nll": val})
         return val, best_val
 
@@ -285,10 +349,10 @@ class _Loop:
         )
         watchdog, log = distributed.Watchdog(step_timeout, "scoresde train"), _Log(self.schedule)
         log.window = list(window)  # a window a checkpoint cut (kept in its metadata)
-        path = run.workdir / "metrics.jsonl"
         try:
             with (
-                path.open("a") if main else contextlib.nullcontext() as out,
+                logs.RunLog(run.workdir, start) if main else contextlib.nullcontext() as out,
+                logs.tqdm_safe_warnings(),
                 guard.Interrupts() as interrupts,
             ):
                 for step in range(start, train_cfg.steps):
@@ -304,14 +368,11 @@ class _Loop:
                     bar.update(1)
                     if done % train_cfg.log_every == 0 or done == train_cfg.steps:
                         record = log.record(done)
-                        if self.best is not None and (
-                            done % train_cfg.eval_every == 0 or done == train_cfg.steps
-                        ):
+                        if validation_due(train_cfg, done):
                             record["val_nll"], best_val = self._validate(state, done, best_val)
                             watchdog.beat()
                         if main:
-                            out.write(json.dumps(record) + "\n")
-                            out.flush()
+                            out.write(record)  # metrics.jsonl, TensorBoard, loss.png
                         bar.set_postfix(loss=f"{record['loss']:.4f}")
                     stop = _stop_requested(interrupts, done, train_cfg.log_every)
                     if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -39,6 +40,31 @@ def join(graphdef: nnx.GraphDef, template: nnx.State, parts: dict[str, nnx.State
     nnx.update((model, ema), parts["weights"])
     nnx.update(optimizer, parts["optimizer"])
     return nnx.state((model, optimizer, ema))
+
+
+def initial_share(train_cfg) -> float:
+    """The weight of the initial (random) parameters in the EMA after ``train.steps``
+    steps: the product of the per-step decays (with ``train.ema_warmup``, of
+    ``min(decay, (1 + t) / (10 + t))``, which is ~0 after a few steps; without it,
+    ``decay ** steps``). Above ~1% the EMA weights are visibly worse than the raw ones."""
+    t = np.arange(train_cfg.steps, dtype=np.float64)
+    decays = np.full_like(t, train_cfg.ema_decay)
+    if train_cfg.ema_warmup:
+        decays = np.minimum(decays, (1.0 + t) / (10.0 + t))
+    return float(np.exp(np.sum(np.log(decays)))) if train_cfg.ema_decay > 0 else 0.0
+
+
+def short_run_warning(train_cfg) -> str | None:
+    """A sentence when the EMA still holds more than 1% of the initial weights at the
+    end of the run (:func:`initial_share`), else None."""
+    share = initial_share(train_cfg)
+    if share <= 0.01:
+        return None
+    return (
+        f"train.ema_decay={train_cfg.ema_decay:g} over {train_cfg.steps} steps leaves "
+        f"{share:.0%} of the initial weights in the EMA: evaluate with --weights raw, "
+        "or set train.ema_warmup=true or a lower train.ema_decay"
+    )
 
 
 def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: bool = False):
