@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import pathlib
 
 import jax
@@ -35,6 +36,16 @@ def abstract(state, shardings=None):
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )
+
+
+def _is_step(checkpoint) -> bool:
+    if isinstance(checkpoint, str):
+        return checkpoint.isdigit()
+    return (
+        isinstance(checkpoint, numbers.Integral)
+        and not isinstance(checkpoint, bool)
+        and checkpoint >= 0
     )
 
 
@@ -59,6 +70,12 @@ class Run:
     step: int = 0
     workdir: pathlib.Path | None = None
     weights: str = "ema"  # what the EMA slot holds: "ema", or "raw" (with_weights)
+    checkpoint: str = "latest"  # which checkpoint the weights are: "best", "latest", "step"
+
+    def describe(self) -> str:
+        """Which weights these are, for a start-up line."""
+        kind = {"best": "best on validation", "latest": "latest", "step": "chosen"}[self.checkpoint]
+        return f"checkpoint step {self.step} ({kind}) of {self.workdir}, {self.weights} weights"
 
     @classmethod
     def create(cls, cfg: config_lib.Config, workdir: pathlib.Path | None = None) -> Run:
@@ -76,40 +93,81 @@ class Run:
         )
 
     @classmethod
-    def restore(cls, workdir: pathlib.Path, *, prefer_best: bool = True, mesh=None) -> Run:
-        """The run trained in ``workdir``, with the weights of its best-on-validation
-        checkpoint (else the latest), placed on ``mesh`` (default: all devices;
-        replicated, or FSDP-split as the run was trained). The network is built
-        abstractly (``nnx.eval_shape``) and the optimizer state is never read."""
+    def restore(
+        cls,
+        workdir: pathlib.Path,
+        *,
+        checkpoint: int | str | None = None,
+        prefer_best: bool = True,
+        mesh=None,
+    ) -> Run:
+        """The run trained in ``workdir`` with the weights of one checkpoint, placed on
+        ``mesh`` (default: all devices; replicated, or FSDP-split as the run was
+        trained). The network is built abstractly (``nnx.eval_shape``) and the
+        optimizer state is never read.
+
+        ``checkpoint``: ``"best"`` (the best-on-validation one, kept with
+        ``train.eval_every > 0``), ``"latest"``, or a step saved under ``checkpoints/``;
+        ``None`` (default) takes the best where there is one (``prefer_best``), else the
+        latest. ``run.checkpoint`` says which was taken (``"best"``, ``"latest"``,
+        ``"step"``)."""
         from experiments.training import Checkpoints
 
         workdir = pathlib.Path(workdir)
         path = workdir / "config.json"
         if not path.exists():
             raise FileNotFoundError(f"{workdir} has no config.json: train a model there first")
+        if checkpoint is None:
+            best = prefer_best and (workdir / "best").is_dir()
+            checkpoint, fallback = ("best", True) if best else ("latest", False)
+        else:
+            fallback = False
+            if not (checkpoint in ("best", "latest") or _is_step(checkpoint)):
+                raise ValueError(
+                    f"checkpoint must be 'best', 'latest' or a step (an integer >= 0), "
+                    f"got {checkpoint!r}"
+                )
         cfg = config_lib.read(path)
         source = build.source(cfg)
         graphdef, shapes = nnx.split(nnx.eval_shape(lambda: _networks(cfg, source.shape)))
         mesh = distributed.mesh() if mesh is None else mesh
-        target = abstract(shapes, distributed.state_shardings(shapes, mesh, cfg.train.fsdp))
-        for sub in ("best", "checkpoints") if prefer_best else ("checkpoints",):
-            if (workdir / sub).exists():
-                ckpts = Checkpoints(workdir / sub, keep=10)
-                restored = ckpts.restore_latest({"weights": target})
-                ckpts.close()
-                if restored is not None:
-                    items, meta = restored
-                    return cls(
-                        cfg=cfg,
-                        source=source,
-                        sde=build.sde(cfg.sde),
-                        param=build.parametrisation(cfg.model, source, cfg.train.seed),
-                        graphdef=graphdef,
-                        state=items["weights"],
-                        step=int(meta["step"]),
-                        workdir=workdir,
-                    )
-        raise FileNotFoundError(f"{workdir} has no readable checkpoint")
+        target = {
+            "weights": abstract(shapes, distributed.state_shardings(shapes, mesh, cfg.train.fsdp))
+        }
+        restored, kind = None, "best" if checkpoint == "best" else "latest"
+        sub = workdir / ("best" if checkpoint == "best" else "checkpoints")
+        if not sub.is_dir():
+            what = (
+                "no best/ checkpoint (train.eval_every was 0)"
+                if kind == "best"
+                else "no checkpoints"
+            )
+            raise FileNotFoundError(f"{workdir} has {what}")
+        ckpts = Checkpoints(sub, keep=1_000_000)  # reads only: keeps every checkpoint
+        try:
+            if _is_step(checkpoint):
+                restored, kind = ckpts.restore(int(checkpoint), target), "step"
+            else:
+                restored = ckpts.restore_latest(target)
+        finally:
+            ckpts.close()
+        if restored is None and fallback:  # an unreadable best/: the latest, as before
+            return cls.restore(workdir, checkpoint="latest", mesh=mesh)
+        if restored is None:
+            why = f" ({ckpts.last_error})" if ckpts.last_error else ""
+            raise FileNotFoundError(f"{workdir} has no readable checkpoint in {sub.name}/{why}")
+        items, meta = restored
+        return cls(
+            cfg=cfg,
+            source=source,
+            sde=build.sde(cfg.sde),
+            param=build.parametrisation(cfg.model, source, cfg.train.seed),
+            graphdef=graphdef,
+            state=items["weights"],
+            step=int(meta["step"]),
+            workdir=workdir,
+            checkpoint=kind,
+        )
 
     def replace(self, **changes) -> Run:
         return dataclasses.replace(self, **changes)

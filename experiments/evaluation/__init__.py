@@ -9,6 +9,7 @@ from .likelihood import elbo as elbo
 from .likelihood import likelihood as likelihood
 from .likelihood import validation_nll as validation_nll
 from .quality import sample_quality as sample_quality
+from .report import rebuild_report as rebuild_report
 from .report import report as report
 from .report import training_report as training_report
 from .sample import progress_samples as progress_samples

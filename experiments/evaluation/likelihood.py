@@ -22,6 +22,7 @@ import networks
 import samplers
 from experiments import build, distributed
 from experiments import data as data_lib
+from experiments.evaluation import outputs
 from experiments.run import Run
 
 ELBO_TIMES = "lognormal"  # the ELBO's time density (lowest variance on the oracle)
@@ -77,8 +78,9 @@ def _mean_stderr(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
 
 
-def _ode_estimate(run: Run, score_fn, solver, rtol, atol):
-    """``(x, key) -> (logp, nfe)`` through the probability-flow ODE."""
+def _ode_estimate(run: Run, score_fn, solver, rtol, atol, steps=None):
+    """``(x, key) -> (logp, nfe)`` through the probability-flow ODE (adaptive, or
+    ``steps`` fixed steps uniform in t)."""
     eval_cfg = run.cfg.eval
 
     def estimate(x, key):
@@ -88,6 +90,7 @@ def _ode_estimate(run: Run, score_fn, solver, rtol, atol):
             x=x,
             key=key,
             solver=solver,
+            steps=steps,
             rtol=rtol,
             atol=atol,
             eps=eval_cfg.likelihood_eps,
@@ -182,6 +185,11 @@ def _summary(run: Run, logp: np.ndarray, base: np.ndarray | None) -> dict:
     return out
 
 
+def _latest(split: str, kind: str) -> str:
+    """The top-level file of the latest ``kind`` result for ``split``."""
+    return f"{kind}.json" if split == "test" else f"{kind}_{split}.json"
+
+
 def likelihood(
     run: Run,
     *,
@@ -189,42 +197,57 @@ def likelihood(
     solver: str | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    steps: int | None = None,
     n: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """NLL of the ``split`` (nats per example, and bits/dim for images) under the EMA
-    weights; writes likelihood.json in ``run.workdir`` (nothing for a run without one)."""
+    """NLL of the ``split`` (nats per example, and bits/dim for images) under the run's
+    (EMA) weights, adaptive (``rtol``/``atol``, default ``eval.*``) or with ``steps``
+    fixed steps; writes ``likelihood/<what was run>.json`` in ``run.workdir`` and copies
+    it to ``likelihood.json`` (test split) or ``likelihood_val.json`` (:mod:`.outputs`)."""
     eval_cfg = run.cfg.eval
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    if run.workdir is not None and distributed.is_main():
+        outputs.check_writable(run.workdir, "likelihood")
     solver_name = solver or eval_cfg.solver
-    rtol, atol = rtol or eval_cfg.rtol, atol or eval_cfg.atol
+    if steps is not None and (rtol is not None or atol is not None):
+        raise ValueError("give fixed steps or tolerances (rtol/atol), not both")
+    rtol, atol = (None, None) if steps else (rtol or eval_cfg.rtol, atol or eval_cfg.atol)
     start = time.perf_counter()
     solver_obj = build.solver(solver_name)
     logp, base, nfes, _ = _score(
         run,
         split,
-        lambda score_fn: _ode_estimate(run, score_fn, solver_obj, rtol, atol),
+        lambda score_fn: _ode_estimate(run, score_fn, solver_obj, rtol, atol, steps),
         n or eval_cfg.n_likelihood or None,
         progress and distributed.is_main(),
     )
-    out = {"split": split, "checkpoint_step": run.step, "weights": run.weights}
+    out = {
+        "split": split,
+        "checkpoint_step": run.step,
+        "checkpoint": run.checkpoint,
+        "weights": run.weights,
+    }
     out.update(_summary(run, logp, base))
     out.update(nfe=float(np.mean(nfes)), seconds=time.perf_counter() - start)
     out["settings"] = {
         "solver": solver_name,
+        "steps": steps,
         "rtol": rtol,
         "atol": atol,
         "eps": eval_cfg.likelihood_eps,
         "divergence": eval_cfg.divergence,
         "n_probes": eval_cfg.n_probes,
-        "step_control": "batch-joint, worst-sample norm",
+        "step_control": "fixed steps, uniform in t" if steps else "batch-joint, worst-sample norm",
         "batch_size": eval_cfg.batch_size,
         "whiten": run.cfg.data.whiten,
         "gaussianize": run.cfg.data.gaussianize,
     }
     if distributed.is_main() and run.workdir is not None:
-        (run.workdir / "likelihood.json").write_text(json.dumps(out, indent=2) + "\n")
+        spacing = f"steps{steps}" if steps else f"rtol{rtol:g}-atol{atol:g}"
+        stem = outputs.name(run.step, run.weights, split, "ode", solver_name, spacing, n=out["n"])
+        out = outputs.save_json(run.workdir, "likelihood", stem, out, _latest(split, "likelihood"))
     return out
 
 
@@ -239,9 +262,12 @@ def elbo(
     """The continuous-time variational bound (:func:`samplers.elbo`, ``n_t`` times per
     example, ``2 n_t`` score evaluations): an upper bound on the NLL (and on bits/dim
     for images) of the reverse-SDE model, beside the ODE figure of ``likelihood.json``
-    when that file is for the same checkpoint. Writes elbo.json in ``run.workdir``."""
+    when that file is for the same checkpoint. Writes ``elbo/<what was run>.json`` in
+    ``run.workdir`` and copies it to ``elbo.json`` (test) or ``elbo_val.json``."""
     if split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    if run.workdir is not None and distributed.is_main():
+        outputs.check_writable(run.workdir, "elbo")
     if not isinstance(n_t, int) or n_t < 2:
         raise ValueError(f"n_t must be an integer >= 2, got {n_t!r}")
     start = time.perf_counter()
@@ -254,7 +280,12 @@ def elbo(
         desc="elbo",
     )
     seconds = time.perf_counter() - start
-    out = {"split": split, "checkpoint_step": run.step, "weights": run.weights}
+    out = {
+        "split": split,
+        "checkpoint_step": run.step,
+        "checkpoint": run.checkpoint,
+        "weights": run.weights,
+    }
     out["bound"] = "upper bound on the NLL"
     out.update(_summary(run, logp, base))
     out.update(
@@ -269,13 +300,14 @@ def elbo(
     if ode is not None:
         out["ode"] = ode
     if distributed.is_main() and run.workdir is not None:
-        (run.workdir / "elbo.json").write_text(json.dumps(out, indent=2) + "\n")
+        stem = outputs.name(run.step, run.weights, split, "elbo", n_t=n_t, n=out["n"])
+        out = outputs.save_json(run.workdir, "elbo", stem, out, _latest(split, "elbo"))
     return out
 
 
 def _ode_figures(run: Run, split: str) -> dict | None:
     """The ODE's figures from likelihood.json when it is for this checkpoint and split."""
-    path = None if run.workdir is None else run.workdir / "likelihood.json"
+    path = None if run.workdir is None else run.workdir / _latest(split, "likelihood")
     if path is None or not path.exists():
         return None
     try:
@@ -294,7 +326,8 @@ def _ode_figures(run: Run, split: str) -> dict | None:
 def validation_nll(run: Run, n: int, mesh=None) -> float:
     """Mean NLL (nats per example, in the data's units) of the EMA weights on the first
     ``n`` validation points, the batch split over ``mesh`` (default: all devices), with
-    ``train.val_divergence`` and ``train.val_probes``."""
+    ``train.val_divergence``, ``train.val_probes`` and the tolerances
+    ``train.val_rtol``/``val_atol``."""
     mesh = distributed.mesh() if mesh is None else mesh
     val = run.source.val(run.cfg.train.seed)[:n]
     x, n = distributed.shard_batch(val, mesh)
@@ -304,8 +337,8 @@ def validation_nll(run: Run, n: int, mesh=None) -> float:
         sde=run.sde,
         x=x,
         key=jax.random.key(0),
-        rtol=eval_cfg.rtol,
-        atol=eval_cfg.atol,
+        rtol=train_cfg.val_rtol,
+        atol=train_cfg.val_atol,
         eps=eval_cfg.likelihood_eps,
         divergence=train_cfg.val_divergence,
         n_probes=train_cfg.val_probes,

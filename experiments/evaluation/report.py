@@ -39,14 +39,33 @@ def _table(lik: dict, sample_info: dict) -> list[str]:
     if "entropy_nats" in lik:
         lines.append(f"| exact entropy H (nats) | {lik['entropy_nats']:.4f} |")
         lines.append(f"| KL = NLL - H (nats) | {lik['kl_nats']:.4f} |")
-    s = lik["settings"]
+    s, si = lik["settings"], sample_info
+    steps = f"{s['steps']} steps" if s.get("steps") else f"rtol={s['rtol']}, atol={s['atol']}"
+    spacing = f", {si['steps']} steps ({si['grid']} grid)" if si.get("steps") else ""
     return lines + [
-        f"| likelihood NFE (mean per batch) | {lik['nfe']:.0f} ({s['solver']}, rtol={s['rtol']}, "
-        f"atol={s['atol']}, eps={s['eps']}, {s['divergence']} divergence) |",
-        f"| sampling | {sample_info['method']} ({sample_info['solver']}), "
-        f"NFE {sample_info['nfe']}, "
-        f"{sample_info['n']} samples in {sample_info['seconds']:.1f} s |",
+        f"| likelihood NFE (mean per batch) | {lik['nfe']:.0f} ({s['solver']}, {steps}, "
+        f"eps={s['eps']}, {s['divergence']} divergence; checkpoint step "
+        f"{lik['checkpoint_step']}) |",
+        f"| sampling | {si['method']} ({si['solver']}{spacing}), NFE {si['nfe']}, "
+        f"{si['n']} samples in {si['seconds']:.1f} s (checkpoint step "
+        f"{si['checkpoint_step']}, seed {si['seed']}) |",
     ]
+
+
+def rebuild_report(run: Run) -> str | None:
+    """Rewrite report.md from what the work dir holds now: ``train.json`` and the
+    latest ``samples.json`` and ``likelihood.json`` (the picture it embeds is the latest
+    ``samples.png``, so the two always match); the training part alone when either
+    evaluation is missing. None (nothing written) for a run without ``train.json``."""
+    from experiments.evaluation import outputs
+
+    train_info = outputs.read(run.workdir, "train.json")
+    if train_info is None:
+        return None
+    s, lik = outputs.read(run.workdir, "samples.json"), outputs.read(run.workdir, "likelihood.json")
+    if s is None or lik is None:
+        return training_report(run, train_info)
+    return report(run, train_info, s, lik)
 
 
 def _summary(run: Run, train_info: dict) -> list[str]:
@@ -94,7 +113,12 @@ def report(run: Run, train_info: dict, sample_info: dict, lik: dict) -> str:
     _loss_curve(run)
     lines = [
         *_summary(run, train_info),
-        f"- evaluated checkpoint: step {lik['checkpoint_step']}",
+        f"- evaluated checkpoint: step {lik['checkpoint_step']}"
+        + (
+            f" (the samples: step {sample_info['checkpoint_step']})"
+            if sample_info.get("checkpoint_step", lik["checkpoint_step"]) != lik["checkpoint_step"]
+            else ""
+        ),
         "",
         *_table(lik, sample_info),
         "",
