@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pathlib
 import sys
 
 
@@ -53,3 +54,22 @@ def positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def checkpoint(text: str) -> str | int:
+    """An argparse ``type``: ``best``, ``latest`` or a step (an integer >= 0)."""
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(
+        f"must be a step (an integer >= 0), best or latest, got {text!r}"
+    )
+
+
+def fork_source(text: str) -> tuple[pathlib.Path, int | None]:
+    """``DIR`` or ``DIR:STEP`` (``--fork-from``): the source work dir and the step."""
+    head, sep, tail = str(text).rpartition(":")
+    if sep and tail.isdigit() and head:
+        return pathlib.Path(head), int(tail)
+    return pathlib.Path(text), None

@@ -1,6 +1,6 @@
 """The ``scoresde`` command line: one argparse tree, one error policy.
 
-``scoresde train | sample | inpaint | likelihood | oracle | bench | experiment``. Each
+``scoresde train | sample | inpaint | likelihood | plot | oracle | bench | experiment``. Each
 command runs on every device of the machine and, launched once per host, on every
 host: ``--coordinator-address HOST:PORT --num-processes N --process-id I`` join the
 processes explicitly; without them a command stays a single process unless it was
@@ -16,18 +16,48 @@ run) ends the command with one line on stderr and exit status 2, never a traceba
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import pathlib
 import sys
+from typing import TYPE_CHECKING
 
-from experiments import config as config_lib
-from experiments import distributed, evaluation, training
-from experiments._parser import Parser, finite, integer, positive
-from experiments.run import Run
+from experiments._parser import Parser, checkpoint, finite, fork_source, integer, positive
 
-# Errors that end a command with one line on stderr and exit status 2. OSError covers
-# a full disk, a read-only or missing path (the message names the path).
-USER_ERRORS = (ValueError, OSError, training.TrainingDiverged, training.RunLocked)
+if TYPE_CHECKING:
+    from experiments.run import Run
+
+
+class _Lazy:
+    """A module imported at its first use, so that a bad argument is reported before
+    JAX (5-10 s on 2 cores) is imported."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+config_lib = _Lazy("experiments.config")
+distributed = _Lazy("experiments.distributed")
+evaluation = _Lazy("experiments.evaluation")
+training = _Lazy("experiments.training")
+run_lib = _Lazy("experiments.run")
+
+
+def _named_configs() -> list[str]:
+    """The named configs (the files of experiments/configs), without importing them."""
+    folder = pathlib.Path(__file__).parent / "configs"
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that end a command with one line on stderr and exit status 2. OSError
+    covers a full disk, a read-only or missing path (the message names the path)."""
+    return (ValueError, OSError, training.TrainingDiverged, training.RunLocked)
+
+
 INTERRUPTED = 130  # the shell's status for SIGINT (128 + 2); also used for SIGTERM
 
 
@@ -71,6 +101,29 @@ def _join(args) -> None:
         print(f"scoresde {args.command}: {distributed.describe()}", file=sys.stderr, flush=True)
 
 
+def _precheck(args) -> None:
+    """What can be checked before JAX is imported: the work dir holds a run to evaluate,
+    or (``train``) a config to start or resume from; a file is not a work dir."""
+    workdir = args.workdir
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
+    if args.command != "train":
+        if not (workdir / "config.json").exists():
+            raise FileNotFoundError(f"{workdir} has no config.json: train a model there first")
+        return
+    if args.fork_from is not None:
+        source, _ = fork_source(args.fork_from)
+        if not (source / "config.json").exists():
+            raise FileNotFoundError(
+                f"--fork-from {source}: no config.json there (not a training run)"
+            )
+    elif args.config is None and not (workdir / "config.json").exists():
+        raise ValueError(
+            f"--config is needed: {workdir} holds no run to resume (no config.json); "
+            f"named configs: {', '.join(_named_configs())}"
+        )
+
+
 def _print(info: dict) -> None:
     if distributed.is_main():
         print(json.dumps(info, indent=2))
@@ -79,21 +132,51 @@ def _print(info: dict) -> None:
 # ---------------------------------------------------------------------------- commands
 
 
+def _train_config(args) -> config_lib.Config:
+    """The config ``train`` runs: ``--config``, else the fork source's or the work dir's
+    own ``config.json``, with the overrides applied."""
+    base = args.config
+    if base is None and args.fork_from is not None:
+        base = str(args.fork_from.config_path())
+    elif base is None:
+        saved = args.workdir / "config.json"
+        if not saved.exists():
+            raise config_lib.ConfigError(
+                f"--config is needed: {args.workdir} holds no run to resume (no config.json); "
+                f"named configs: {', '.join(config_lib.named_configs())}"
+            )
+        base = str(saved)
+    return config_lib.load(base, args.overrides)
+
+
 def train(args) -> int:
-    cfg = config_lib.load(args.config, args.overrides)
-    run = Run.create(cfg)  # builds (and so checks) everything before any write
-    training.check_workdir(cfg, args.workdir)
+    args.fork_from = None if args.fork_from is None else training.Fork.parse(args.fork_from)
+    cfg = _train_config(args)
+    explicit = frozenset(o.partition("=")[0].strip() for o in args.overrides)
+    if args.fork_from is not None:
+        args.fork_from.check(cfg)
+    run = run_lib.Run.create(cfg)  # builds (and so checks) everything before any write
+    if args.workdir.exists() and not args.workdir.is_dir():
+        raise NotADirectoryError(f"--workdir {args.workdir} is a file, not a directory")
+    resumed = None
+    if not args.restart:  # --restart moves the old run aside: nothing to check it against
+        resumed = training.check_workdir(cfg, args.workdir, explicit)  # train checks again
     if args.dry_run:
         steps = training.checkpoint_steps(args.workdir)
         if distributed.is_main():
-            print(json.dumps(config_lib.to_dict(cfg), indent=2))
+            planned = run if resumed is None else run.replace(cfg=resumed.cfg)
+            print(json.dumps(config_lib.to_dict(planned.cfg), indent=2))
             start = 0 if args.restart or not steps else steps[-1]
-            plan = _plan(run, args.workdir, start)
+            notes = [] if resumed is None else list(resumed.notes)
+            if resumed is not None and resumed.changes:
+                notes.insert(0, f"would change: {training.resume.describe(resumed.changes)}")
+            plan = "; ".join([_plan(planned, args.workdir, start), *notes])
             print(f"scoresde train --dry-run: {plan}; nothing was written", file=sys.stderr)
         return 0
 
-    def announce(start: int) -> None:  # once the work dir is locked and checked
-        print(f"scoresde train: {_plan(run, args.workdir, start)}", file=sys.stderr, flush=True)
+    def announce(start: int, notes=()) -> None:  # once the work dir is locked and checked
+        line = "; ".join([_plan(run, args.workdir, start), *notes])
+        print(f"scoresde train: {line}", file=sys.stderr, flush=True)
 
     run, info = training.train(
         run,
@@ -102,12 +185,17 @@ def train(args) -> int:
         step_timeout=args.step_timeout,
         restart=args.restart,
         announce=announce,
+        fork=args.fork_from,
+        explicit=explicit,
     )
-    if not args.no_eval:
-        s = evaluation.sample(run, progress=not args.quiet)
-        lik = evaluation.likelihood(run, progress=not args.quiet)
-        if distributed.is_main():
-            print(evaluation.report(run, info, s, lik))
+    if args.no_eval:
+        if distributed.is_main():  # report.md and loss.png: the training part only
+            evaluation.training_report(run, info)
+        return 0
+    s = evaluation.sample(run, progress=not args.quiet)
+    lik = evaluation.likelihood(run, progress=not args.quiet)
+    if distributed.is_main():
+        print(evaluation.report(run, info, s, lik))
     return 0
 
 
@@ -128,8 +216,39 @@ def _plan(run: Run, workdir: pathlib.Path, start: int) -> str:
     )
 
 
+def _check_evaluation(args, command: str) -> None:
+    """Before any checkpoint is read: the names and settings the command will use
+    (checked against the run's own config.json) and that its results can be written."""
+    from experiments import build
+    from experiments.evaluation import outputs
+    from experiments.evaluation.sample import sampler_kwargs
+
+    cfg = config_lib.read(args.workdir / "config.json")
+    if command == "sample" and getattr(args, "inpaint", None) is None and args.mask is None:
+        grid = None if args.grid == "tuned" else args.grid
+        method = args.method or cfg.eval.method
+        sampler_kwargs(cfg.eval, method, args.solver, args.steps, sde=build.sde(cfg.sde), grid=grid)
+    elif command == "likelihood" and args.method == "ode" and args.solver is not None:
+        (build.solver if args.steps else build.adaptive_ode_solver)(args.solver)
+    if distributed.is_main():
+        kind = {"sample": "samples", "inpaint": None, "likelihood": "likelihood"}[command]
+        if command == "likelihood" and args.method == "elbo":
+            kind = "elbo"
+        outputs.check_writable(args.workdir, kind)
+
+
+def _restore(args, command: str) -> Run:
+    """The run of ``--workdir`` at ``--checkpoint`` with ``--weights``; says which."""
+    _check_evaluation(args, command)
+    run = run_lib.Run.restore(args.workdir, checkpoint=args.checkpoint)
+    run = run.with_weights(getattr(args, "weights", "ema"))
+    if distributed.is_main():
+        print(f"scoresde {command}: {run.describe()}", file=sys.stderr, flush=True)
+    return run
+
+
 def sample(args) -> int:
-    run = Run.restore(args.workdir).with_weights(args.weights)
+    run = _restore(args, "sample")
     info = evaluation.sample(
         run,
         method=args.method,
@@ -139,9 +258,14 @@ def sample(args) -> int:
         seed=args.seed,
         labels=args.label,
         guidance=args.guidance,
+        grid=args.grid,
+        eps=args.eps,
+        denoise=args.denoise,
     )
     if args.metrics and distributed.is_main():
         info["metrics"] = evaluation.sample_quality(run)
+    if distributed.is_main():
+        evaluation.rebuild_report(run)  # report.md shows the samples.png just written
     _print(info)
     return 0
 
@@ -151,7 +275,7 @@ def inpaint(args) -> int:
 
     mask = np.load(args.mask, allow_pickle=False) if args.mask else args.region
     info = evaluation.inpaint(
-        Run.restore(args.workdir),
+        _restore(args, "inpaint"),
         mask=mask,
         n=args.n,
         fills=args.fills,
@@ -166,7 +290,7 @@ def inpaint(args) -> int:
 
 
 def likelihood(args) -> int:
-    run = Run.restore(args.workdir).with_weights(args.weights)
+    run = _restore(args, "likelihood")
     if args.method == "elbo":
         _print(evaluation.elbo(run, split=args.split, n_t=args.n_t, n=args.n))
         return 0
@@ -176,8 +300,11 @@ def likelihood(args) -> int:
         solver=args.solver,
         rtol=args.rtol,
         atol=args.atol,
+        steps=args.steps,
         n=args.n,
     )
+    if distributed.is_main():
+        evaluation.rebuild_report(run)
     _print(out)
     return 0
 
@@ -188,8 +315,17 @@ def oracle(argv: list[str]) -> int:
     return study.main(argv) or 0
 
 
+def plot(argv: list[str]) -> int:
+    """``scoresde plot DIR``: redraw loss.png from metrics.jsonl (:func:`experiments.logs.main`;
+    the console script reaches it without importing this module, and so JAX)."""
+    from experiments import logs
+
+    return logs.main(argv)
+
+
 def bench(argv: list[str]) -> int:
-    """``scoresde bench [core|train|solvers|scale|gpu_ddpmpp] [options]`` (core by default)."""
+    """``scoresde bench core|train|solvers|scale|gpu_ddpmpp [options]``; without a name it
+    lists them (exit 2)."""
     from experiments import bench as benches
 
     return benches.main(argv) or 0
@@ -231,11 +367,18 @@ def _train_parser(sub) -> None:
     )
     p.add_argument(
         "--config",
-        required=True,
-        help=f"one of {', '.join(config_lib.named_configs())}"
-        " or a path to a .py file with get_config()",
+        help=f"one of {', '.join(_named_configs())}, a path to a .py file with "
+        "get_config(), or a run's config.json (default: WORKDIR's own config.json, to "
+        "resume; bookkeeping and eval.* overrides may change on resume)",
     )
     p.add_argument("--workdir", required=True, type=pathlib.Path)
+    p.add_argument(
+        "--fork-from",
+        metavar="DIR[:STEP]",
+        help="start a new run in WORKDIR from DIR's checkpoint (the latest, or STEP): "
+        "weights, EMA, optimizer state and step, with DIR's config (or --config) and the "
+        "overrides; recorded in WORKDIR/fork.json",
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument(
         "--dry-run",
@@ -276,6 +419,22 @@ def _sample_parser(sub) -> None:
     p.add_argument("--method", help="ode | sde | pc | edm (default: eval.method)")
     p.add_argument("--solver", help="a solver name (tsit5, dopri5, heun, euler, dpmpp2m, ...)")
     p.add_argument("--steps", type=integer(1), help="fixed steps (default: adaptive for ode)")
+    p.add_argument(
+        "--grid",
+        choices=["uniform", "log_snr", "karras", "quadratic", "tuned"],
+        help="where the fixed steps lie: default uniform in t, log_snr for the exponential "
+        "integrators (ddim, dpmpp*, unipc*), karras for --method edm; tuned fits the grid "
+        "to this model's own ODE first (samplers.optimize_grid; --method ode)",
+    )
+    p.add_argument(
+        "--eps", type=positive, help="the last time of the reverse solve (default eval.sample_eps)"
+    )
+    p.add_argument(
+        "--denoise",
+        action=argparse.BooleanOptionalAction,
+        help="finish with one Tweedie denoising step (one evaluation; default: on for edm, "
+        "off otherwise)",
+    )
     p.add_argument("--n", type=integer(1), help="number of samples")
     p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument(
@@ -329,6 +488,12 @@ def _inpaint_parser(sub) -> None:
         help="left|right|top|bottom (the half kept), center (hidden) or random:P (each "
         "pixel kept with probability P); default left",
     )
+    p.add_argument(
+        "--checkpoint",
+        type=checkpoint,
+        metavar="STEP|best|latest",
+        help="the checkpoint to use (default: best on validation where kept, else latest)",
+    )
     p.add_argument("--n", type=integer(1), default=8, help="test images (default 8)")
     p.add_argument("--steps", type=integer(1), help="reverse-SDE steps (default: eval.steps)")
     p.add_argument("--solver", help="an SDE solver name (default euler)")
@@ -338,6 +503,12 @@ def _inpaint_parser(sub) -> None:
 
 
 def _weights_option(p) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=checkpoint,
+        metavar="STEP|best|latest",
+        help="the checkpoint to evaluate (default: best on validation where kept, else latest)",
+    )
     p.add_argument(
         "--weights",
         default="ema",
@@ -375,9 +546,15 @@ def _likelihood_parser(sub) -> None:
     p.add_argument(
         "--n-t", type=integer(2), default=16, help="elbo: times per example (default 16)"
     )
-    p.add_argument("--solver")
-    p.add_argument("--rtol", type=positive)
-    p.add_argument("--atol", type=positive)
+    p.add_argument("--solver", help="an ODE solver name (default eval.solver)")
+    p.add_argument("--rtol", type=positive, help="adaptive: relative tolerance (eval.rtol)")
+    p.add_argument("--atol", type=positive, help="adaptive: absolute tolerance (eval.atol)")
+    p.add_argument(
+        "--steps",
+        type=integer(1),
+        help="fixed steps uniform in t instead of adaptive step control (for fixed-step "
+        "solvers: euler, heun, midpoint, ...)",
+    )
     p.add_argument("--n", type=integer(1), help="use the first N points of the split")
     p.set_defaults(func=likelihood)
 
@@ -396,6 +573,7 @@ PASSTHROUGH = {
         experiment,
         "studies: experiment vs-gan | objectives | path-change",
     ),
+    "plot": (plot, "redraw a run's loss.png from its metrics.jsonl (even while it trains)"),
 }
 
 
@@ -434,20 +612,26 @@ def main(argv: list[str] | None = None) -> int:
             return PASSTHROUGH[argv[0]][0](argv[1:])
         args = parser().parse_args(argv)
         prog = f"scoresde {args.command}"
+        _precheck(args)
         _join(args)
         with distributed.exit_on_peer_failure(prog):
             return args.func(args)
-    except training.TrainingInterrupted as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return INTERRUPTED
+    except SystemExit as done:  # --help, or a usage error already printed (before JAX)
+        return done.code if isinstance(done.code, int) else 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return INTERRUPTED
-    except USER_ERRORS as err:
-        print(f"{prog}: {err}", file=sys.stderr)
-        return 2
-    except SystemExit as done:  # --help, or a usage error already printed
-        return done.code if isinstance(done.code, int) else 2
+    except Exception as err:
+        if isinstance(err, (ValueError, OSError)):  # before anything imports JAX
+            print(f"{prog}: {err}", file=sys.stderr)
+            return 2
+        if isinstance(err, training.TrainingInterrupted):
+            print(f"{prog}: {err}", file=sys.stderr)
+            return INTERRUPTED
+        if isinstance(err, _user_errors()):
+            print(f"{prog}: {err}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

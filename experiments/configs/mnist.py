@@ -3,7 +3,9 @@
 the pixels' own histograms.
 
 Data directory: the IDX files (``train-images-idx3-ubyte[.gz]`` etc.); the default is
-the team's copy at ``../shared/data/mnist``, override with ``data.directory=PATH``.
+the team's copy at ``../shared/data/mnist``, override with ``data.directory=PATH``. A
+relative path is taken under ``$SCORESDE_DATA`` if set, else under the project root,
+never under the current directory.
 
 - ``model.histogram_base``: the score is the exact score of the product of the 784
   per-pixel training histograms (uniformly dequantised, blurred by the kernel at every

@@ -4,7 +4,9 @@ PCA-whitened pixels. Its likelihood is good (1.48 bits/dim) but its unconditiona
 samples are speckled; the ``mnist`` config (a U-Net in pixel space) draws digits.
 
 Data directory: the IDX files (``train-images-idx3-ubyte[.gz]`` etc.); the default is
-the team's copy at ``../shared/data/mnist``, override with ``data.directory=PATH``.
+the team's copy at ``../shared/data/mnist``, override with ``data.directory=PATH``. A
+relative path is taken under ``$SCORESDE_DATA`` if set, else under the project root,
+never under the current directory.
 
 The choices, each an exact change of variables or an exact base score (so the
 likelihood stays that of the data, with uniform dequantisation):

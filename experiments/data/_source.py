@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,17 +172,35 @@ def _digits(cfg) -> DataSource:
     )
 
 
+DATA_ENV = "SCORESDE_DATA"  # the folder relative data.directory values are resolved in
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where the named configs' paths start
+
+
+def resolve_directory(directory: str) -> Path:
+    """Where ``data.directory`` points: an absolute path (``~`` expanded) as it is; a
+    relative one under ``$SCORESDE_DATA`` when that is set, else under the project root
+    (so the named configs' ``../shared/data/mnist`` is the same folder from any current
+    directory; never the current directory)."""
+    path = Path(directory).expanduser()
+    if path.is_absolute():
+        return path
+    root = os.environ.get(DATA_ENV)
+    return (Path(root).expanduser() if root else PROJECT_ROOT) / path
+
+
 def _read(loader, cfg, what: str, split: str):
-    """``loader(data.directory, split)``; a missing folder or file says how to point
-    ``data.directory`` at one."""
+    """``loader(data.directory, split)`` (:func:`resolve_directory`); a missing folder
+    or file says how to point ``data.directory`` at one."""
     if not cfg.directory:
         raise ValueError(f"data.name={cfg.name} needs data.directory=PATH of {what}")
-    directory = Path(cfg.directory).expanduser()
-    fix = f"point data.directory=PATH at the folder of {what}"
+    directory = resolve_directory(cfg.directory)
+    fix = (
+        f"point data.directory=PATH at the folder of {what} (an absolute path, or one "
+        f"relative to ${DATA_ENV} or, without it, to {PROJECT_ROOT})"
+    )
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"data.directory={cfg.directory!r} is not a directory (resolved to "
-            f"{directory.resolve()}); {fix}"
+            f"data.directory={cfg.directory!r} is not a directory (resolved to {directory}); {fix}"
         )
     try:
         return loader(directory, split)
