@@ -559,3 +559,26 @@ def test_image_data_sets_say_how_to_point_at_their_files(tmp_path):
             data.make_source(_DataConfig(name, str(missing)))
         with pytest.raises(FileNotFoundError, match="not found|no train.*data.directory=PATH"):
             data.make_source(_DataConfig(name, str(tmp_path)))
+
+
+def test_relative_data_directories_resolve_under_the_env_var_or_the_project_root(
+    tmp_path, monkeypatch
+):
+    """A relative data.directory never depends on the current directory: it is taken
+    under $SCORESDE_DATA, or (unset) under the project root."""
+    from experiments.data import _source
+
+    (tmp_path / "mnist").mkdir()
+    _write_mnist(tmp_path / "mnist", "train", 3, gz=False)
+    _write_mnist(tmp_path / "mnist", "t10k", 2, gz=False)
+    monkeypatch.chdir(tmp_path / "mnist")  # from here "." would be the data; it is not used
+    monkeypatch.delenv("SCORESDE_DATA", raising=False)
+    root = Path(__file__).resolve().parents[2]
+    assert _source.resolve_directory("../shared/data/mnist") == root / "../shared/data/mnist"
+    assert _source.resolve_directory(str(tmp_path)) == tmp_path  # absolute: as given
+    with pytest.raises(FileNotFoundError, match=f"resolved to {root}"):
+        data.make_source(_DataConfig("mnist", "mnist"))
+    monkeypatch.setenv("SCORESDE_DATA", str(tmp_path))
+    assert _source.resolve_directory("mnist") == tmp_path / "mnist"
+    source = data.make_source(_DataConfig("mnist", "mnist", val_fraction=1 / 3))
+    assert len(source.test(0)) == 2

@@ -306,14 +306,6 @@ def test_unknown_names_and_missing_arguments_are_one_line(tmp_path, capsys, argv
     assert not workdir.exists()
 
 
-_NAME_AFTER_CHECKPOINT = pytest.mark.xfail(
-    strict=True,
-    reason="lead (cli.py): a bad --method/--solver name is found after the checkpoint is "
-    "loaded and the new 'checkpoint step N (latest) of DIR' line printed (2 lines; one at "
-    "e657e60); names can be checked before Run.restore",
-)
-
-
 @pytest.mark.parametrize(
     "argv, expected",
     [
@@ -322,27 +314,19 @@ _NAME_AFTER_CHECKPOINT = pytest.mark.xfail(
         (["likelihood", "--rtol", "0"], "--rtol"),
         (["likelihood", "--atol", "nan"], "--atol"),
         (["likelihood", "--split", "train"], "--split"),
-        pytest.param(*(["likelihood", "--solver", "tsit"], "tsit5"), marks=_NAME_AFTER_CHECKPOINT),
-        pytest.param(
-            ["likelihood", "--solver", "shark"],
-            "shark",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="lead (evaluation/likelihood.py): --solver is checked only inside the "
-                "solve, after the progress bar started (3 stderr lines); build."
-                "adaptive_ode_solver(name) checks it up front",
-            ),
-        ),
+        (["likelihood", "--solver", "tsit"], "tsit5"),
+        (["likelihood", "--solver", "shark"], "shark"),
         (["sample", "--n", "0"], "--n"),
         (["sample", "--steps", "0"], "--steps"),
         (["sample", "--steps", "-3"], "--steps"),
         (["sample", "--seed", "-1"], "--seed"),
-        pytest.param(*(["sample", "--method", "odee"], "odee"), marks=_NAME_AFTER_CHECKPOINT),
-        pytest.param(*(["sample", "--solver", "eulr"], "euler"), marks=_NAME_AFTER_CHECKPOINT),
-        pytest.param(
-            *(["sample", "--method", "edm", "--solver", "heun"], "--solver"),
-            marks=_NAME_AFTER_CHECKPOINT,
-        ),
+        (["sample", "--method", "odee"], "odee"),
+        (["sample", "--solver", "eulr"], "euler"),
+        (["sample", "--method", "edm", "--solver", "heun"], "--solver"),
+        (["sample", "--steps", "4", "--grid", "karas"], "karras"),
+        (["sample", "--grid", "log_snr"], "--steps"),
+        (["sample", "--checkpoint", "7"], "no checkpoint at step 7"),
+        (["train", "--fork-from", "nowhere"], "no config.json"),
     ],
 )
 def test_a_bad_command_line_number_or_name_leaves_the_run_as_it_was(
@@ -462,11 +446,6 @@ def test_train_under_a_read_only_parent(tmp_path, capsys):
     assert not (parent / "run").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead (experiments/cli.py / evaluation/): sample and likelihood on a "
-    "read-only run compute everything and fail only at the write (exit 2, one line)",
-)
 @pytest.mark.parametrize("command", ["sample", "likelihood"])
 def test_sample_and_likelihood_on_a_read_only_run_fail_before_computing(
     run_dir, capsys, monkeypatch, command

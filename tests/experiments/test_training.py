@@ -420,7 +420,14 @@ def test_extending_steps_continues_from_last_checkpoint(reference, tmp_path):
     longer = config_lib.load("checkerboard", [*OVERRIDES, f"train.steps={TOTAL + 4}"])
     _, info = training.train(longer, workdir, progress=False)
     assert info["resumed_from"] == TOTAL and info["steps"] == TOTAL + 4
-    assert config_lib.read(workdir / "config.json") == longer
+    # the cosine schedule keeps its horizon: config.json pins it to the old length
+    kept = config_lib.apply_overrides(longer, [f"train.schedule_steps={TOTAL}"])
+    assert config_lib.read(workdir / "config.json") == kept
+    changes = [json.loads(ln) for ln in (workdir / "changes.jsonl").read_text().splitlines()]
+    assert changes[0]["step"] == TOTAL and changes[0]["changes"] == {
+        "train.steps": [TOTAL, TOTAL + 4],
+        "train.schedule_steps": [0, TOTAL],
+    }
     assert checkpoint_steps(workdir / "checkpoints") == [TOTAL, TOTAL + 2, TOTAL + 4]
     rows = metrics(workdir)
     assert_steps_increasing(rows, TOTAL + 4)
@@ -429,6 +436,156 @@ def test_extending_steps_continues_from_last_checkpoint(reference, tmp_path):
     assert step == TOTAL + 4
     assert all(np.all(np.isfinite(v)) for v in state.values() if v.dtype.kind == "f")
     assert any(not np.array_equal(state[k], reference.saved[TOTAL][k]) for k in state)
+
+
+def _cosine_lr(cfg, step: int, horizon: int) -> float:
+    """The learning rate after ``step`` steps of optax's warm-up cosine schedule with
+    horizon ``horizon``, written out: linear warm-up, then a cosine from ``lr`` to
+    ``0.01 lr`` over the remaining ``horizon - warmup`` steps, flat past the end."""
+    lr, warm, floor = cfg.train.lr, cfg.train.warmup_steps, 0.01 * cfg.train.lr
+    if step < warm:
+        return lr * step / warm
+    frac = min(step - warm, horizon - warm) / (horizon - warm)
+    return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+@pytest.mark.parametrize("stretch", [False, True])
+def test_extending_keeps_the_schedule_unless_stretched(reference, tmp_path, capsys, stretch):
+    """train.steps 12 -> 16 keeps the cosine's 12-step horizon (the new steps train at
+    its floor) and says so; train.schedule_steps=16 given too stretches it instead."""
+    workdir = reference.copy(tmp_path / "run")
+    extra = ["train.steps=16", *(["train.schedule_steps=16"] if stretch else [])]
+    assert _train_cli(workdir, overrides=[*OVERRIDES, *extra]) == 0
+    start = [ln for ln in capsys.readouterr().err.splitlines() if "resuming from step" in ln]
+    assert len(start) == 1 and ("12-step horizon" in start[0]) != stretch, start
+    rows = {r["step"]: r["lr"] for r in metrics(workdir)}
+    horizon = 16 if stretch else TOTAL
+    for step in range(1, 17):  # the first 12 steps were taken on the 12-step schedule
+        want = _cosine_lr(reference.cfg, step, horizon if step > TOTAL else TOTAL)
+        assert rows[step] == pytest.approx(want, rel=1e-5)
+    assert config_lib.read(workdir / "config.json").train.schedule_steps == horizon
+
+
+def test_resume_from_the_runs_own_config_may_change_bookkeeping(reference, tmp_path, capsys):
+    """``train --workdir DIR`` with no --config resumes from DIR/config.json; logging
+    and eval.* may change (recorded in changes.jsonl); the network may not."""
+    from experiments import cli
+
+    workdir = reference.copy(tmp_path / "run")
+    base = ["train", "--workdir", str(workdir), "--no-eval", "--quiet"]
+    assert cli.main([*base, "model.hidden=32"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "model.mlp.hidden" in err[0] and "--fork-from" in err[0], err
+    changes = ["train.steps=16", "train.log_every=2", "eval.rtol=1e-4"]
+    assert cli.main([*base, *changes]) == 0
+    saved = config_lib.read(workdir / "config.json")
+    assert (saved.train.steps, saved.train.log_every, saved.eval.rtol) == (16, 2, 1e-4)
+    (line,) = [json.loads(ln) for ln in (workdir / "changes.jsonl").read_text().splitlines()]
+    assert line["step"] == TOTAL and line["changes"] == {
+        "train.steps": [TOTAL, 16],
+        "train.schedule_steps": [0, TOTAL],
+        "train.log_every": [1, 2],
+        "eval.rtol": [1e-3, 1e-4],
+    }
+    assert [r["step"] for r in metrics(workdir)] == [*range(1, TOTAL + 1), 14, 16]
+
+
+def test_fork_continues_exactly_and_records_its_source(reference, tmp_path, capsys):
+    """A fork that changes nothing ends bitwise where its source did (batches and keys
+    are functions of the step); its source is left as it was; one that changes the
+    network is refused before anything is written."""
+    from experiments import cli
+
+    before = _tree(reference.workdir)
+    fork = tmp_path / "fork"
+    argv = ["train", "--workdir", str(fork), "--no-eval", "--quiet"]
+    assert cli.main([*argv, "--fork-from", f"{reference.workdir}:{TOTAL - 4}"]) == 0
+    _, state = restored(fork)
+    assert_same_state(state, weights(reference.saved[TOTAL]))
+    info = json.loads((fork / "fork.json").read_text())
+    assert info["step"] == TOTAL - 4 and info["changes"] == {}
+    assert pathlib.Path(info["from"]) == reference.workdir.absolute()
+    assert metrics(fork) == metrics(reference.workdir)[TOTAL - 4 :]
+    assert _tree(reference.workdir) == before
+    capsys.readouterr()
+    other = tmp_path / "other"
+    bad = ["train", "--workdir", str(other), "--fork-from", str(reference.workdir)]
+    assert cli.main([*bad, "model.hidden=32"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "cannot change model.mlp.hidden" in err[0], err
+    assert not other.exists()
+
+
+def test_short_runs_are_warned_about_an_ema_that_still_holds_the_initial_weights():
+    from experiments.training import step as steps
+
+    plain = config_lib.load("checkerboard", ["train.steps=300", "train.ema_warmup=false"])
+    assert steps.initial_share(plain.train) == pytest.approx(0.999**300, rel=1e-9)
+    assert "leaves 74% of the initial weights" in steps.short_run_warning(plain.train)
+    warm = config_lib.load("checkerboard", ["train.steps=300"])
+    assert steps.initial_share(warm.train) < 1e-12  # prod (1 + t) / (10 + t) ~ 9! / 300^9
+    assert steps.short_run_warning(warm.train) is None
+
+
+def test_each_evaluation_keeps_its_own_files_and_the_latest_at_the_top(reference, tmp_path):
+    """Two sample calls keep two named sets of files, the top-level samples.* are the
+    latest's; a validation likelihood never lands in likelihood.json; --checkpoint
+    picks the step; an unwritable work dir fails before any computing."""
+    workdir = reference.copy(tmp_path / "run")
+    # the settings of the test above: its compiled sampler and likelihood are reused
+    first = evaluation.sample(Run.restore(workdir), n=64, steps=4, method="ode", progress=False)
+    early = Run.restore(workdir, checkpoint=TOTAL - 2)
+    assert (early.step, early.checkpoint) == (TOTAL - 2, "step")
+    second = evaluation.sample(early, n=64, steps=4, method="ode", seed=1, progress=False)
+    assert first["file"] != second["file"] and second["checkpoint_step"] == TOTAL - 2
+    assert second["file"].startswith(f"samples/step{TOTAL - 2}_ema_ode_tsit5_uniform4_")
+    kept = sorted(p.name for p in (workdir / "samples").iterdir())
+    assert len(kept) == 6  # .npz, .png, .json of each
+    with (
+        np.load(workdir / "samples.npz") as top,
+        np.load(workdir / second["file"].replace(".json", ".npz")) as mine,
+    ):
+        np.testing.assert_array_equal(top["samples"], mine["samples"])
+    assert json.loads((workdir / "samples.json").read_text()) == second
+
+    run = Run.restore(workdir)
+    test = evaluation.likelihood(run, n=64, steps=3, solver="heun", progress=False)
+    val = evaluation.likelihood(run, split="val", n=64, steps=3, solver="heun", progress=False)
+    assert json.loads((workdir / "likelihood.json").read_text()) == test
+    assert json.loads((workdir / "likelihood_val.json").read_text()) == val
+    assert test["settings"]["steps"] == 3 and test["settings"]["rtol"] is None
+    assert test["nfe"] == 6 and test["file"] != val["file"]  # Heun: 2 evaluations a step
+    text = evaluation.rebuild_report(run)  # from train.json and the latest results
+    assert (workdir / "report.md").read_text() == text
+    assert f"(checkpoint step {TOTAL - 2}, seed 1)" in text and "heun, 3 steps" in text
+    assert f"{test['nll_nats']:.4f}" in text and f"{val['nll_nats']:.4f}" not in text
+
+    with pytest.raises(ValueError, match="checkpoint must be 'best', 'latest' or a step"):
+        Run.restore(workdir, checkpoint=-1)
+    with pytest.raises(FileNotFoundError, match="no best/ checkpoint"):
+        Run.restore(workdir, checkpoint="best")
+    shutil.rmtree(workdir / "likelihood")
+    (workdir / "likelihood").write_text("in the way")  # cannot become a folder
+    with pytest.raises(PermissionError, match="nothing was computed"):
+        evaluation.likelihood(Run.restore(workdir), n=16, progress=False)
+
+
+def test_grids_default_to_log_snr_for_the_exponential_integrators(reference):
+    import samplers
+    from experiments.evaluation.sample import sampler_kwargs
+
+    run = Run.restore(reference.workdir)
+    eval_cfg, sde = run.cfg.eval, run.sde
+    _, kw, _ = sampler_kwargs(eval_cfg, "ode", "dpmpp2m", 10, sde=sde)
+    np.testing.assert_array_equal(kw["ts"], samplers.log_snr_grid(sde, 10, eval_cfg.sample_eps))
+    _, kw, _ = sampler_kwargs(eval_cfg, "ode", "euler", 10, sde=sde)
+    assert kw["steps"] == 10 and "ts" not in kw  # the sampler's own uniform grid
+    _, kw, _ = sampler_kwargs(eval_cfg, "sde", None, 6, sde=sde, grid="karras", eps=0.01)
+    np.testing.assert_array_equal(kw["ts"], samplers.karras_grid(sde, 6, 0.01))
+    _, kw, _ = sampler_kwargs(eval_cfg, "edm", None, 6, sde=sde, denoise=False)
+    assert kw["steps"] == 6 and kw["denoise"] is False
+    with pytest.raises(ValueError, match="give --steps N"):
+        sampler_kwargs(eval_cfg, "ode", None, None, sde=sde, grid="log_snr")
 
 
 def test_evaluation_writes_samples_likelihood_and_report(reference, tmp_path):
