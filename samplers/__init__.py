@@ -6,6 +6,15 @@ Every sampler shares one keyword signature (``score_fn``, ``sde``, ``shape``, ``
 one-name change. ``steps=N`` always means ``N`` steps from ``T`` down to ``eps`` (on
 the sampler's own grid: uniform in ``t``, or EDM's for :func:`sample_edm`);
 ``denoise=True`` always adds one Tweedie step (one evaluation) at the end.
+
+Inputs are checked once per call, at entry, with messages that name the argument:
+counts (``steps``, ``n_t``, ``max_steps``, ...) take any ``numbers.Integral`` but a bool
+(``np.int64(10)`` is ``10``); ``eps``, ``ts`` and ``x`` must be finite and in range
+(concrete values in Python, traced ones by ``eqx.error_if``); a score of the wrong shape
+is refused while tracing. Every sampler (and :func:`log_likelihood`, :func:`elbo`)
+reports ``stats["finite"]``, whether its whole output is finite, and with
+``check_finite=True`` raises instead. An adaptive solve whose score turns NaN or inf
+raises, naming the time, instead of diffrax's "maximum number of solver steps".
 """
 
 from ._brownian import GridBrownianPath as GridBrownianPath

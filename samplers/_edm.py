@@ -53,16 +53,17 @@ from __future__ import annotations
 import math
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 import sde as sde_lib
 from sde import ScoreFn
-from sde._checks import check_at_least, check_eps, check_finite
+from sde._checks import check_at_least
+from sde._checks import check_finite as finite_number
 
 from ._grids import karras_grid
+from ._inputs import call_score, checked_eps, entry_point, finish_stats
 from ._stepping import check_steps, time_grid
 
 DEFAULT_STEPS = 18
@@ -105,7 +106,7 @@ def _edm_times(sde, steps, ts, eps, rho, denoise):
     return karras_grid(sde, steps, eps, sde.T, rho)
 
 
-@eqx.filter_jit
+@entry_point
 def sample_edm(
     *,
     score_fn: ScoreFn,
@@ -122,6 +123,7 @@ def sample_edm(
     s_tmax: float = math.inf,
     s_noise: float = 1.0,
     rho: float = 7.0,
+    check_finite: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
     r"""EDM sampling: Heun steps in the noise level :math:`\sigma`, with optional churn.
 
@@ -158,12 +160,13 @@ def sample_edm(
             s_noise=1.003``. Algorithm 2's :math:`N` in :math:`S_\text{churn}/N` is the
             number of steps including the last one (``steps + 1`` with ``denoise``).
         rho: the Karras grid's exponent for ``steps``.
+        check_finite: raise if any sample is NaN or inf (as in :func:`sample_ode`).
 
     Returns:
         ``(x, stats)``: samples in the SDE's variable (at :math:`\sigma = 0`, i.e.
         estimates of :math:`x_0`, with ``denoise``), ``stats["nfe"]`` the score
         evaluations spent, ``stats["num_steps"]`` the steps taken (the last one
-        included).
+        included), ``stats["finite"]`` whether every sample is finite.
 
     Example (EDM's CIFAR-10 setting: 18 noise levels, 35 evaluations)::
 
@@ -177,12 +180,12 @@ def sample_edm(
         raise ValueError(f"sde must be an sde.AbstractSDE, got sde={sde!r}")
     heun = _is_heun(solver)
     _check_flag("denoise", denoise)
-    check_eps(eps, sde)
+    eps = checked_eps(eps, sde)
     s_churn = check_at_least("s_churn", s_churn, 0.0)
     s_tmin = check_at_least("s_tmin", s_tmin, 0.0)
     s_tmax = check_at_least("s_tmax", s_tmax, s_tmin, allow_inf=True)
     s_noise = check_at_least("s_noise", s_noise, 0.0)
-    rho = check_finite("rho", rho, positive=True)
+    rho = finite_number("rho", rho, positive=True)
 
     times = _edm_times(sde, steps, ts, eps, rho, denoise)
     n_heun = times.shape[0] - 1  # steps between positive noise levels
@@ -202,7 +205,7 @@ def sample_edm(
         r""":math:`d\tilde x/d\sigma = -a\sigma\,\nabla\log p_t(a\tilde x)`, at ``[B]``."""
         tb = jnp.broadcast_to(t, shape[:1])
         a = sde.mean_coeff(t)
-        return -(a * sigma) * score_fn(a * x_tilde, tb)
+        return -(a * sigma) * call_score(score_fn, a * x_tilde, tb)
 
     def churn(x_tilde, sigma, t, k):
         """Algorithm 2, lines 4-6: raise the noise level to sigma_hat = (1 + gamma) sigma."""
@@ -240,4 +243,4 @@ def sample_edm(
         "nfe": jnp.asarray(per_step * n_heun + int(denoise), jnp.int32),
         "num_steps": jnp.asarray(n_total, jnp.int32),
     }
-    return x, stats
+    return finish_stats("sample_edm", x, stats, check_finite)

@@ -55,13 +55,16 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import sde as sde_lib
 from sde import ScoreFn
 from sde._base import expand_time
-from sde._checks import check_eps, check_finite
+from sde._checks import check_finite as finite_number
+
+from ._inputs import as_count, call_score, checked_data, checked_eps, finish_stats
 
 N_QUAD = 96  # Gauss-Legendre nodes for the reference's part of the time integral
 
 
 def _check_n_t(n_t) -> int:
-    if not isinstance(n_t, int) or isinstance(n_t, bool) or n_t < 2:
+    n_t = as_count(n_t)
+    if not isinstance(n_t, int) or n_t < 2:
         raise ValueError(
             f"n_t must be an integer >= 2 (one standard error needs two draws), got n_t={n_t!r}"
         )
@@ -78,6 +81,7 @@ def elbo(
     eps: float = 1e-5,
     t_sampling: str | sde_lib.TimeSampling = "lognormal",
     reference_std: float | None = None,
+    check_finite: bool = False,
 ) -> tuple[Float[Array, " B"], dict[str, Array]]:
     r"""A lower bound on ``log p_eps(x)`` (nats, one per point), estimated without bias.
 
@@ -87,7 +91,9 @@ def elbo(
     ``(logp_lower, stats)`` with ``stats["stderr"]`` the per-point Monte Carlo standard
     error of ``logp_lower``, ``stats["nfe"]`` the score evaluations per point, and
     ``stats["prior"]``, ``stats["divergence"]``, ``stats["diffusion"]`` the bound's
-    three terms (the last one estimated). See the module docstring for the maths.
+    three terms (the last one estimated), ``stats["finite"]`` whether every bound is
+    finite (``check_finite=True``: raise if not). ``x`` must be a finite float array
+    ``[B, *dims]``. See the module docstring for the maths.
 
     The bound is on the density of the reverse SDE with this score and the prior
     ``N(0, prior_std^2)``; with the exact score it equals the true ``log p_eps`` up to
@@ -97,7 +103,8 @@ def elbo(
                                      key=jax.random.key(0), n_t=16)
         exact, _ = samplers.log_likelihood(score_fn=oracle.score, sde=vp, x=x, key=key)
     """
-    check_eps(eps, sde)
+    eps = checked_eps(eps, sde)
+    x = checked_data("x", x)
     n_t = _check_n_t(n_t)
     density = sde_lib.time_sampling(t_sampling)
     batch, d = x.shape[0], math.prod(x.shape[1:])
@@ -114,7 +121,7 @@ def elbo(
     if reference_std is None:
         ref_var = jax.lax.stop_gradient(jnp.mean(sq_x) / d)
     else:
-        ref_std = check_finite("reference_std", reference_std, positive=True)
+        ref_std = finite_number("reference_std", reference_std, positive=True)
         ref_var = jnp.asarray(ref_std, dtype) ** 2
     a_T, s_T = kernel(T)
     var = jnp.asarray(sde.prior_std, dtype) ** 2
@@ -129,7 +136,7 @@ def elbo(
         mean = expand_time(a_bar, x) * x
         noise = expand_time(s_bar, x) * z
         t_pair = jnp.concatenate([t, t])
-        s_pair = score_fn(jnp.concatenate([mean + noise, mean - noise]), t_pair)
+        s_pair = call_score(score_fn, jnp.concatenate([mean + noise, mean - noise]), t_pair)
         s_plus, s_minus = s_pair[:batch], s_pair[batch:]
 
         def per_point(v):
@@ -166,4 +173,4 @@ def elbo(
         "divergence": jnp.broadcast_to(divergence, (batch,)),
         "diffusion": -diffusion,
     }
-    return lower, stats
+    return finish_stats("elbo", lower, stats, check_finite)

@@ -34,8 +34,8 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 import sde as sde_lib
 from sde import ScoreFn
-from sde._checks import check_eps
 
+from ._inputs import checked_eps, finish_stats, normalise_inputs
 from ._pc import resolve_corrector
 from ._reverse import finish
 from ._sde import reverse_sde_solve, split_sampling_key
@@ -167,6 +167,11 @@ def _check_mask(x_known: Array, mask: ArrayLike) -> tuple[Array, Array]:
         mask, jnp.any((mask != 0) & (mask != 1)), "mask must hold only 0/1 (or bool) values"
     )
     mask = jnp.broadcast_to(mask != 0, x_known.shape)
+    x_known = eqx.error_if(
+        x_known,
+        ~jnp.all(jnp.isfinite(x_known) | ~mask),
+        "x_known must be finite where mask == 1, got NaN or inf there",
+    )
     return jnp.where(mask, x_known, 0.0), mask
 
 
@@ -186,6 +191,7 @@ def sample_inpaint(
     corrector_steps: int | None = None,
     resample: int = 1,
     denoise: bool = False,
+    check_finite: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
     r"""Impute the coordinates where ``mask == 0`` given ``x_known`` where ``mask == 1``.
 
@@ -220,9 +226,11 @@ def sample_inpaint(
             ``corrector``, not both.
         resample: passes per step (1: plain replacement; RePaint uses 10).
         denoise: finish with Tweedie's denoiser on the unknown coordinates.
+        check_finite: raise if any sample is NaN or inf.
 
     Returns:
-        ``(x, stats)`` with ``stats["nfe"]`` the score evaluations spent.
+        ``(x, stats)`` with ``stats["nfe"]`` the score evaluations spent and
+        ``stats["finite"]`` whether every sample is finite.
 
     Example::
 
@@ -236,6 +244,17 @@ def sample_inpaint(
             raise ValueError(
                 f"mask must hold only 0/1 (or bool) values, got values {np.unique(values)[:8]}"
             )
+    kw = normalise_inputs(
+        dict(
+            sde=sde,
+            steps=steps,
+            ts=ts,
+            eps=eps,
+            resample=resample,
+            corrector_steps=corrector_steps,
+            check_finite=check_finite,
+        )
+    )
     return _sample_inpaint(
         score_fn=score_fn,
         sde=sde,
@@ -243,12 +262,13 @@ def sample_inpaint(
         mask=mask,
         key=key,
         solver=solver,
-        steps=steps,
+        steps=kw["steps"],
         ts=ts,
         eps=eps,
-        corrector=_inpaint_corrector(corrector, snr, corrector_steps),
-        resample=resample,
+        corrector=_inpaint_corrector(corrector, snr, kw["corrector_steps"]),
+        resample=kw["resample"],
         denoise=denoise,
+        check_finite=check_finite,
     )
 
 
@@ -282,8 +302,9 @@ def _sample_inpaint(
     corrector,
     resample,
     denoise,
+    check_finite,
 ):
-    check_eps(eps, sde)
+    eps = checked_eps(eps, sde)
     if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
         raise ValueError(f"resample must be an integer >= 1, got resample={resample!r}")
     if steps is None and ts is None:
@@ -305,8 +326,15 @@ def _sample_inpaint(
     )
     x_T = imputer.project(sde.prior_sample(prior_key, x_known.shape), grid[0], init_key)
     sol = reverse_sde_solve(
-        score_fn=score_fn, sde=sde, x_T=x_T, key=path_key, solver=imputer, grid=grid, eps=eps
+        score_fn=score_fn,
+        sde=sde,
+        x_T=x_T,
+        key=path_key,
+        solver=imputer,
+        grid=grid,
+        eps=eps,
+        name="sample_inpaint",
     )
     stats = {"nfe": count_evaluations(imputer, sol.num_steps), "num_steps": sol.num_steps}
     x, stats = finish(score_fn, sde, sol.x, stats, t_end=sol.t_end, denoise=denoise)
-    return jnp.where(mask, x_known, x), stats
+    return finish_stats("sample_inpaint", jnp.where(mask, x_known, x), stats, check_finite)

@@ -6,18 +6,18 @@ import math
 from typing import Literal
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 import sde as sde_lib
 from sde import ScoreFn
-from sde._checks import check_eps
 
+from ._inputs import checked_data, checked_eps, entry_point, finish_stats
 from ._reverse import probability_flow
 from ._stepping import (
     check_adaptive,
+    check_solve,
     check_tolerances,
     count_evaluations,
     stepping,
@@ -61,7 +61,7 @@ def hutchinson_divergence(fn, x: Array, probes: Array) -> tuple[Array, Array]:
     return y, jnp.mean(jnp.sum((probes * jv).reshape(probes.shape[0], b, -1), -1), 0)
 
 
-@eqx.filter_jit
+@entry_point(forward=True)
 def log_likelihood(
     *,
     score_fn: ScoreFn,
@@ -79,6 +79,7 @@ def log_likelihood(
     probe: Literal["rademacher", "gaussian"] = "rademacher",
     per_sample: bool = False,
     max_steps: int = 4096,
+    check_finite: bool = False,
 ) -> tuple[Float[Array, " B"], dict[str, Array]]:
     r"""Log-density ``log p_eps(x)`` (nats, one per sample) of the probability-flow model.
 
@@ -104,7 +105,10 @@ def log_likelihood(
 
     Returns ``(logp, stats)`` with ``stats["nfe"]`` the number of evaluations of the
     augmented vector field (each costs one score evaluation plus ``D`` or
-    ``n_probes`` Jacobian-vector products) and ``stats["num_steps"]``.
+    ``n_probes`` Jacobian-vector products), ``stats["num_steps"]`` and
+    ``stats["finite"]`` (whether every ``logp`` is finite; ``check_finite=True``
+    raises if not). ``x`` must be a finite float array ``[B, *dims]``; an adaptive
+    solve that meets a non-finite score raises, naming the time.
 
     Example::
 
@@ -112,7 +116,8 @@ def log_likelihood(
                                               key=jax.random.key(0))
         bpd = samplers.bits_per_dim(logp, dim=784, n_levels=256, data_range=2.0)
     """
-    check_eps(eps, sde)
+    eps = checked_eps(eps, sde)
+    x = checked_data("x", x)
     check_tolerances(rtol, atol)
     if divergence not in ("exact", "hutchinson"):
         raise ValueError(
@@ -153,8 +158,13 @@ def log_likelihood(
             stepsize_controller=controller,
             max_steps=max_steps if grid is None else grid.shape[0] - 1,
             adjoint=diffrax.ForwardMode(),
+            saveat=diffrax.SaveAt(t1=True, controller_state=grid is None),
+            throw=grid is not None,
         )
-        (x_T,), (delta,) = sol.ys
+        ys = sol.ys
+        if grid is None:
+            ys = check_solve(ys, sol, "log_likelihood", to_t=lambda t: t)
+        (x_T,), (delta,) = ys
         return sde.prior_logp(x_T) + delta, sol.stats["num_steps"]
 
     probes_in = probes if divergence == "hutchinson" else None
@@ -170,7 +180,7 @@ def log_likelihood(
     stats = {"nfe": nfe.max(), "num_steps": num_steps.max()}
     if per_sample and grid is None:
         stats["nfe_per_sample"] = nfe
-    return logp, stats
+    return finish_stats("log_likelihood", logp, stats, check_finite)
 
 
 def bits_per_dim(

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import diffrax
-import equinox as eqx
 import jax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 import sde as sde_lib
 from sde import ScoreFn
-from sde._checks import check_eps
 
+from ._inputs import checked_eps, entry_point, finish_stats
 from ._reverse import finish, reverse_pf_drift
 from ._stepping import (
     bind,
     check_adaptive,
+    check_solve,
     check_tolerances,
     count_evaluations,
     stepping,
@@ -22,7 +22,7 @@ from ._stepping import (
 )
 
 
-@eqx.filter_jit
+@entry_point
 def sample_ode(
     *,
     score_fn: ScoreFn,
@@ -38,6 +38,7 @@ def sample_ode(
     denoise: bool = False,
     per_sample: bool = False,
     max_steps: int = 4096,
+    check_finite: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
     r"""Sample by integrating the probability-flow ODE from ``T`` down to ``eps``.
 
@@ -63,17 +64,21 @@ def sample_ode(
             one step sequence for the batch. Either way every sample meets the
             tolerance: the batch-joint control takes the worst sample's error.
         max_steps: cap on adaptive steps.
+        check_finite: raise if any sample is NaN or inf (else ``stats["finite"]``
+            only says so). An adaptive solve that meets a non-finite score raises
+            either way, naming the time where it stalled.
 
     Returns:
         ``(x, stats)``: ``stats["nfe"]`` is the number of (batched) score
-        evaluations spent, ``stats["num_steps"]`` the accepted and rejected steps.
+        evaluations spent, ``stats["num_steps"]`` the accepted and rejected steps,
+        ``stats["finite"]`` whether every sample is finite.
 
     Example::
 
         x, stats = samplers.sample_ode(score_fn=oracle.score, sde=vp, shape=(512, 2),
                                        key=jax.random.key(0))
     """
-    check_eps(eps, sde)
+    eps = checked_eps(eps, sde)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
     if grid is None:
@@ -94,8 +99,11 @@ def sample_ode(
             stepsize_controller=controller,
             max_steps=max_steps if grid is None else grid.shape[0] - 1,
             adjoint=diffrax.ForwardMode(),
+            saveat=diffrax.SaveAt(t1=True, controller_state=grid is None),
+            throw=grid is not None,
         )
-        return sol.ys[0], sol.stats["num_steps"]
+        x = sol.ys[0] if grid is not None else check_solve(sol.ys[0], sol, "sample_ode")
+        return x, sol.stats["num_steps"]
 
     x_T = sde.prior_sample(key, shape)
     if per_sample and grid is None:
@@ -107,4 +115,5 @@ def sample_ode(
     stats = {"nfe": nfe.max(), "num_steps": num_steps.max()}
     if per_sample and grid is None:
         stats["nfe_per_sample"] = nfe
-    return finish(score_fn, sde, x, stats, t_end=-s1, denoise=denoise)
+    x, stats = finish(score_fn, sde, x, stats, t_end=-s1, denoise=denoise)
+    return finish_stats("sample_ode", x, stats, check_finite)

@@ -8,8 +8,8 @@ from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 import sde as sde_lib
 from sde import ScoreFn
-from sde._checks import check_eps
 
+from ._inputs import checked_eps, finish_stats, normalise_inputs
 from ._reverse import finish
 from ._sde import reverse_sde_solve, split_sampling_key
 from ._solvers.corrector import AbstractCorrector, LangevinCorrector
@@ -59,6 +59,7 @@ def sample_pc(
     corrector_steps: int | None = None,
     eps: float = 1e-3,
     denoise: bool = False,
+    check_finite: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
     r"""Predictor-corrector sampling: at each grid time a ``corrector`` (by default
     one Langevin step at signal-to-noise ratio 0.16), then a reverse-SDE step.
@@ -78,7 +79,8 @@ def sample_pc(
             above); give these or ``corrector``, not both.
 
     Other arguments as :func:`sample_sde`. Returns ``(x, stats)``; ``stats["nfe"]``
-    counts predictor and corrector score evaluations.
+    counts predictor and corrector score evaluations, ``stats["finite"]`` says whether
+    every sample is finite (``check_finite=True``: raise if not).
 
     Example::
 
@@ -86,23 +88,37 @@ def sample_pc(
                                       key=jax.random.key(0), steps=1000,
                                       corrector=samplers.LangevinCorrector(snr=0.16))
     """
+    kw = normalise_inputs(
+        dict(
+            sde=sde,
+            shape=shape,
+            steps=steps,
+            ts=ts,
+            eps=eps,
+            corrector_steps=corrector_steps,
+            check_finite=check_finite,
+        )
+    )
     return _sample_pc(
         score_fn=score_fn,
         sde=sde,
-        shape=shape,
+        shape=kw["shape"],
         key=key,
         solver=solver,
-        steps=steps,
+        steps=kw["steps"],
         ts=ts,
-        corrector=resolve_corrector(corrector, snr, corrector_steps),
+        corrector=resolve_corrector(corrector, snr, kw["corrector_steps"]),
         eps=eps,
         denoise=denoise,
+        check_finite=check_finite,
     )
 
 
 @eqx.filter_jit
-def _sample_pc(*, score_fn, sde, shape, key, solver, steps, ts, corrector, eps, denoise):
-    check_eps(eps, sde)
+def _sample_pc(
+    *, score_fn, sde, shape, key, solver, steps, ts, corrector, eps, denoise, check_finite
+):
+    eps = checked_eps(eps, sde)
     if steps is None and ts is None:
         steps = 1000
     grid = time_grid(steps, ts, sde.T, eps)
@@ -120,6 +136,8 @@ def _sample_pc(*, score_fn, sde, shape, key, solver, steps, ts, corrector, eps, 
         solver=solver,
         grid=grid,
         eps=eps,
+        name="sample_pc",
     )
     stats = {"nfe": count_evaluations(solver, sol.num_steps), "num_steps": sol.num_steps}
-    return finish(score_fn, sde, sol.x, stats, t_end=sol.t_end, denoise=denoise)
+    x, stats = finish(score_fn, sde, sol.x, stats, t_end=sol.t_end, denoise=denoise)
+    return finish_stats("sample_pc", x, stats, check_finite)

@@ -26,6 +26,8 @@ from jaxtyping import Array
 import sde as sde_lib
 from sde import ScoreFn
 
+from ._inputs import call_score
+
 
 def _times(x: Array, t) -> Array:
     """``t`` as a ``[B]`` time in the state's dtype."""
@@ -36,7 +38,7 @@ def probability_flow(score_fn: ScoreFn, sde, x: Array, t: Array) -> Array:
     r""":math:`\tilde f(x, t) = f(x, t) - \tfrac12 g(t)^2\, \text{score}(x, t)`, the
     probability-flow ODE's vector field in forward time (``t`` of shape ``[B]``)."""
     g2 = sde_lib.expand_time(sde.diffusion(t) ** 2, x)
-    return sde.drift(x, t) - 0.5 * g2 * score_fn(x, t)
+    return sde.drift(x, t) - 0.5 * g2 * call_score(score_fn, x, t)
 
 
 def reverse_pf_drift(score_fn: ScoreFn, sde):
@@ -86,7 +88,7 @@ def reverse_sde_terms(score_fn: ScoreFn, sde, path) -> diffrax.MultiTerm:
     def drift(s, x, args):
         t = _times(x, -s)
         g2 = sde_lib.expand_time(sde.diffusion(t) ** 2, x)
-        return -(sde.drift(x, t) - g2 * score_fn(x, t))
+        return -(sde.drift(x, t) - g2 * call_score(score_fn, x, t))
 
     return diffrax.MultiTerm(diffrax.ODETerm(drift), AdditiveNoiseTerm(sde, path))
 
@@ -96,7 +98,7 @@ def tweedie_denoise(score_fn: ScoreFn, sde, x: Array, t) -> Array:
     tb = _times(x, t)
     a, s = sde.marginal(tb)
     a, s = sde_lib.expand_time(a, x), sde_lib.expand_time(s, x)
-    return (x + s**2 * score_fn(x, tb)) / a
+    return (x + s**2 * call_score(score_fn, x, tb)) / a
 
 
 def finish(

@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import diffrax
-import equinox as eqx
 import jax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 import sde as sde_lib
 from sde import ScoreFn
-from sde._checks import check_eps
 
+from ._inputs import checked_eps, entry_point, finish_stats
 from ._reverse import finish, reverse_sde_terms
 from ._stepping import (
     bind,
     brownian_path,
     check_adaptive,
+    check_solve,
     check_tolerances,
     count_evaluations,
     stepping,
@@ -55,11 +55,13 @@ def reverse_sde_solve(
     atol: float = 1e-3,
     max_steps: int = 16384,
     brownian_tol: float = 2.0**-16,
+    name: str = "sample_sde",
 ) -> ReverseSolve:
     """Solve the reverse SDE in ``s = -t`` from ``x_T``, on the fixed ``grid`` (times
     from T down to its last) or, with ``grid=None``, adaptively from ``sde.T`` to
     ``eps`` (``rtol``, ``atol``, ``max_steps``; the Brownian path resolved to
-    ``brownian_tol``). ``key`` draws the Brownian path."""
+    ``brownian_tol``). ``key`` draws the Brownian path. An adaptive solve that stalls
+    on a non-finite value raises, naming the time and the sampler ``name``."""
     adaptive = grid is None
     if adaptive:
         check_adaptive(solver)
@@ -76,11 +78,14 @@ def reverse_sde_solve(
         stepsize_controller=controller,
         max_steps=max_steps if adaptive else grid.shape[0] - 1,
         adjoint=diffrax.ForwardMode(),
+        saveat=diffrax.SaveAt(t1=True, controller_state=adaptive),
+        throw=not adaptive,
     )
-    return ReverseSolve(sol.ys[0], sol.stats["num_steps"], -s1)
+    x = check_solve(sol.ys[0], sol, name) if adaptive else sol.ys[0]
+    return ReverseSolve(x, sol.stats["num_steps"], -s1)
 
 
-@eqx.filter_jit
+@entry_point
 def sample_sde(
     *,
     score_fn: ScoreFn,
@@ -96,6 +101,7 @@ def sample_sde(
     denoise: bool = False,
     max_steps: int = 16384,
     brownian_tol: float = 2.0**-16,
+    check_finite: bool = False,
 ) -> tuple[Array, dict[str, Array]]:
     r"""Sample by integrating the reverse-time SDE (Anderson 1982) from ``T`` to ``eps``.
 
@@ -112,15 +118,17 @@ def sample_sde(
     ``(T - eps) / 100``) on a ``VirtualBrownianTree`` resolved to ``brownian_tol``;
     that needs a solver with an error estimate (Heun, SPaRK).
 
-    ``denoise`` finishes with Tweedie's denoiser, as in :func:`sample_ode`.
-    Returns ``(x, stats)`` with ``stats["nfe"]`` the score evaluations spent.
+    ``denoise`` finishes with Tweedie's denoiser, and ``check_finite=True`` raises on a
+    NaN or inf sample, as in :func:`sample_ode`. Returns ``(x, stats)`` with
+    ``stats["nfe"]`` the score evaluations spent and ``stats["finite"]`` whether every
+    sample is finite.
 
     Example::
 
         x, stats = samplers.sample_sde(score_fn=oracle.score, sde=vp, shape=(512, 2),
                                        key=jax.random.key(0), steps=1000)
     """
-    check_eps(eps, sde)
+    eps = checked_eps(eps, sde)
     check_tolerances(rtol, atol)
     grid = time_grid(steps, ts, sde.T, eps)
     solver = bind(solver, sde)  # solvers built on the SDE (SDEDPMSolverPP2M)
@@ -139,4 +147,5 @@ def sample_sde(
         brownian_tol=brownian_tol,
     )
     stats = {"nfe": count_evaluations(solver, sol.num_steps), "num_steps": sol.num_steps}
-    return finish(score_fn, sde, sol.x, stats, t_end=sol.t_end, denoise=denoise)
+    x, stats = finish(score_fn, sde, sol.x, stats, t_end=sol.t_end, denoise=denoise)
+    return finish_stats("sample_sde", x, stats, check_finite)

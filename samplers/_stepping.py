@@ -4,6 +4,7 @@ noise from, and the count of score evaluations a solve spent."""
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import diffrax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
 from ._brownian import GridBrownianPath
+from ._inputs import nonfinite_error_if
 
 
 def check_tolerances(rtol: float, atol: float) -> None:
@@ -22,8 +24,9 @@ def check_tolerances(rtol: float, atol: float) -> None:
 
 
 def check_steps(steps, *, low: int = 1, hint: str = "") -> None:
-    """``steps`` must be a Python integer ``>= low`` (it fixes an array's length)."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < low:
+    """``steps`` must be an integer ``>= low`` (it fixes an array's length): a
+    ``numbers.Integral`` (numpy integers too) but not a bool, known before tracing."""
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < low:
         raise ValueError(f"steps must be an integer >= {low}{hint}, got steps={steps!r}")
 
 
@@ -39,19 +42,31 @@ def time_grid(steps: int | None, ts: ArrayLike | None, t_start: float, t_end: fl
         raise ValueError("give at most one of steps= and ts=, got both")
     if steps is not None:
         check_steps(steps)
-        return jnp.linspace(t_start, t_end, steps + 1)
+        return jnp.linspace(t_start, t_end, int(steps) + 1)
     if ts is None:
         return None
     ts = jnp.asarray(ts, dtype=float)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-D grid of >= 2 times, got shape {ts.shape}")
-    direction = 1.0 if t_end > t_start else -1.0
+    up, T = _direction(t_start, t_end)
     return eqx.error_if(
         ts,
-        jnp.any(direction * jnp.diff(ts) <= 0) | jnp.any((ts < 0) | (ts > max(t_start, t_end))),
-        f"ts must be strictly monotone, inside [0, T] = [0, {max(t_start, t_end)}], running "
-        + ("up (eps -> T)" if direction > 0 else "down (T -> eps)"),
+        ~jnp.all(jnp.isfinite(ts))
+        | jnp.any((1.0 if up else -1.0) * jnp.diff(ts) <= 0)
+        | jnp.any((ts < 0) | (ts > T)),
+        f"ts must be finite, strictly monotone, inside [0, T] = [0, {T}], running "
+        + ("up (eps -> T)" if up else "down (T -> eps)"),
     )
+
+
+def _direction(t_start, t_end) -> tuple[bool, object]:
+    """``(up, T)`` of a grid from ``t_start`` to ``t_end``, one of them ``eps`` (which
+    may be traced) and the other the SDE's final time ``T``."""
+    if isinstance(t_end, jax.core.Tracer):
+        return False, t_start
+    if isinstance(t_start, jax.core.Tracer):
+        return True, t_end
+    return t_end > t_start, max(t_start, t_end)
 
 
 def batch_max_rms(y: PyTree[Array]) -> Array:
@@ -88,7 +103,78 @@ def stepping(grid, rtol: float, atol: float, span: float, s_grid: bool = True):
     """
     if grid is not None:
         return diffrax.StepTo(ts=-grid if s_grid else grid), None
-    return diffrax.PIDController(rtol=rtol, atol=atol, norm=batch_max_rms), span / 100
+    pid = diffrax.PIDController(rtol=rtol, atol=atol, norm=batch_max_rms)
+    return FiniteGuard(pid), span / 100
+
+
+class FiniteGuard(diffrax.AbstractAdaptiveStepSizeController):
+    """An adaptive step-size controller that notes where a step's error estimate was
+    not finite, and ends the solve after ``patience`` such steps in a row.
+
+    diffrax rejects a step whose error estimate is NaN or inf and shrinks the next one;
+    a score that is NaN from some time on then makes it reject every step until
+    ``max_steps``, and report only that. The guard keeps the time of the last such step
+    (one scalar in the controller state, read back with ``SaveAt(controller_state=
+    True)``) and stops after ``patience`` of them (the step shrunk by ``0.2**30``), so
+    that :func:`check_solve` can say what happened and where. A step that recovers on a
+    smaller step is not an error.
+    """
+
+    controller: diffrax.PIDController
+    patience: int = eqx.field(static=True, default=30)
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
+
+    def wrap(self, direction):
+        return FiniteGuard(self.controller.wrap(direction), self.patience)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        t_bad = jnp.full((), jnp.inf, dtype=jnp.result_type(tnext))
+        return tnext, (state, t_bad, jnp.zeros((), jnp.int32))
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, state):
+        inner, t_bad, count = state
+        keep, t0_next, t1_next, jump, inner, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, inner
+        )
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(e)) for e in jax.tree.leaves(y_error)]))
+        t_bad = jnp.where(finite, t_bad, t0).astype(t_bad.dtype)
+        # Small accepted steps that creep up to where the score turns NaN (or make no
+        # progress at all, once the step is below the time's resolution) do not reset
+        # the count; a real step forward does.
+        progressed = keep & (t0_next > t0)
+        count = jnp.where(finite, jnp.where(progressed, 0, count), count + 1)
+        result = diffrax.RESULTS.where(
+            count >= self.patience, diffrax.RESULTS.dt_min_reached, result
+        )
+        return keep, t0_next, t1_next, jump, (inner, t_bad, count), result
+
+
+def check_solve(value, sol, name: str, to_t=lambda s: -s):
+    """``value``, raising where the adaptive solve ``sol`` failed: with the time
+    (``t = to_t(solver time)``) where it last met a non-finite value, if it did; else
+    with diffrax's own message. ``sol`` must have been solved with ``throw=False``
+    and, for the time, ``SaveAt(t1=True, controller_state=True)`` and a
+    :class:`FiniteGuard`. Runs once per solve, after it."""
+    failed = sol.result != diffrax.RESULTS.successful
+    state = sol.controller_state
+    if isinstance(state, tuple) and len(state) == 3:
+        t_bad = state[1]  # where the last non-finite step began
+        nonfinite = failed & jnp.isfinite(t_bad)
+        value = nonfinite_error_if(value, name, nonfinite, to_t(t_bad))
+        failed = failed & ~nonfinite
+    return sol.result.error_if(value, failed)
 
 
 def bind(solver: diffrax.AbstractSolver, sde) -> diffrax.AbstractSolver:

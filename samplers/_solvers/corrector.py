@@ -12,6 +12,8 @@ from jaxtyping import Array
 
 from sde import ScoreFn
 
+from .._inputs import call_score
+
 
 def _norm(v: Array) -> Array:
     return jnp.linalg.norm(v.reshape(v.shape[0], -1), axis=-1)
@@ -76,7 +78,7 @@ class LangevinCorrector(AbstractCorrector):
         tb = jnp.full(x.shape[:1], t, dtype=x.dtype)
         alpha = jnp.exp(2.0 * (sde.log_mean_coeff(t) - sde.log_mean_coeff(t - h)))
         for k in jax.random.split(key, self.n_steps):
-            grad = score_fn(x, tb)
+            grad = call_score(score_fn, x, tb)
             z = jax.random.normal(k, x.shape, x.dtype)
             step = 2.0 * alpha * (self.snr * _norm(z).mean() / _norm(grad).mean()) ** 2
             x = x + step * grad + jnp.sqrt(2.0 * step) * z

@@ -534,7 +534,7 @@ def test_positive_guidance_concentrates_the_class():
     cond = _class_oracles(forward, mix)[1]
     n = 4000
     stats = {}
-    cache = samplers.sample_sde._cached._cache_size
+    cache = samplers.sample_sde.jitted._cached._cache_size
     for w in (0.0, 1.0, 3.0):
         f = samplers.guided_score(cond.score, uncond.score, guidance=w)
         x, _ = samplers.sample_sde(
