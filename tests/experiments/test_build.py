@@ -128,6 +128,7 @@ def test_every_architecture_section_is_a_config_section_with_short_keys():
     assert set(architectures.sections()) == {a.section for a in build.ARCHITECTURES.values()}
 
 
+@pytest.mark.slow  # 18 s; default run past 12 min
 def test_train_builds_once_and_evaluation_reads_no_optimizer_state(tmp_path, monkeypatch):
     counts = dict.fromkeys(("source", "model", "parametrisation", "make_source"), 0)
 

@@ -328,6 +328,7 @@ def _assert_same_state(actual: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("tag", ["replicated", "fsdp"])
+@pytest.mark.slow  # 8-device subprocess, ~60 s; default run past 12 min
 def test_eight_devices_match_one_device(forced, reference, tag):
     facts = json.loads((forced / "facts.json").read_text())
     assert facts["devices"] == 8 and facts["batch_shard_rows"] == [8]  # 64 = 8 x 8 rows
@@ -366,12 +367,14 @@ def _assert_likelihoods_match(sharded: dict, ref: dict, exact: np.ndarray | None
         assert solver_error < 2e-3  # and the reference itself is right
 
 
+@pytest.mark.slow  # 8-device subprocess; default run past 12 min
 def test_sharded_likelihood_equals_unsharded(forced, unsharded_likelihood):
     with np.load(forced / "likelihood.npz") as f:
         sharded = dict(f)
     _assert_likelihoods_match(sharded, unsharded_likelihood, sharded["exact"])
 
 
+@pytest.mark.slow  # 8-device subprocess; default run past 12 min
 def test_sharded_sampling_equals_unsharded(forced):
     import jax
 

@@ -649,6 +649,7 @@ def test_periodic_validation_keeps_the_best_and_writes_snapshots(tmp_path):
     assert evaluation.validation_nll(run, 32) == pytest.approx(val[best_step], abs=1e-4)
 
 
+@pytest.mark.slow  # 16 s; default run past 12 min
 def test_digits_mlp_run_reports_bits_per_dim(tmp_path):
     """Images through an MLP: flattened for the network, shown as images, and scored in
     bits/dim with the 17-level dequantisation offset."""

@@ -201,6 +201,7 @@ def test_bf16_compute_with_f32_params(conditional):
     assert 0 < rel < 0.05
 
 
+@pytest.mark.slow  # 18 s of compiling; default run past 12 min
 def test_remat_same_values_and_gradients():
     x, t = images(), jnp.full((4,), 0.6)
 
@@ -234,6 +235,7 @@ def _fixture_images(n, key):
     return jnp.where(flip, imgs.transpose(0, 2, 1), imgs)[..., None]
 
 
+@pytest.mark.slow  # 21 s of compiling; default run past 12 min
 def test_training_steps_reduce_dsm_loss():
     vp, param = sde.VPSDE(), networks.NoisePrediction()
     model = networks.NCSNpp(1, **{**FLAT, "nf": 16}, rngs=nnx.Rngs(0))

@@ -79,6 +79,7 @@ def test_wrong_score_bound_lies_below_the_true_log_density():
     assert diff.mean() < -5 * diff.std(ddof=1) / math.sqrt(N), diff.mean()
 
 
+@pytest.mark.slow  # 18 s; default run past 12 min
 def test_elbo_counts_evaluations_and_refuses_bad_input():
     forward = sde.RectifiedFlow()
     rows = []

@@ -71,6 +71,7 @@ def test_exact_divergence_matches_closed_form():
         np.testing.assert_allclose(div, oracle.score_divergence(x, 0.3), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # 16 s (exact one stays); default run past 12 min
 def test_hutchinson_divergence_is_unbiased():
     """Averaged over many probes the estimate converges to the exact trace."""
     oracle = sde.MixtureOracle(MIXTURES["16d"](), sde.VPSDE())

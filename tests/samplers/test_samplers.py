@@ -238,7 +238,10 @@ def test_sde_solvers_in_reverse_time(solver, steps, gaussian):
 @pytest.mark.parametrize(
     "solver",
     # SPaRK's adaptive steps on the virtual Brownian tree cost ~30 s on 2 cores
-    [diffrax.Heun(), pytest.param(diffrax.SPaRK(), marks=pytest.mark.slow)],
+    [  # heun: 19 s, in -m slow since the default run passed 12 min
+        pytest.param(diffrax.Heun(), marks=pytest.mark.slow),
+        pytest.param(diffrax.SPaRK(), marks=pytest.mark.slow),
+    ],
     ids=["heun", "spark"],
 )
 def test_adaptive_sde(solver, gaussian):
@@ -328,6 +331,7 @@ def test_nfe_counts_actual_score_evaluations(call, ring):
     assert int(stats["nfe"]) == counter.after(out)
 
 
+@pytest.mark.slow  # 16 s; default run past 12 min
 def test_second_key_compiles_nothing(ring):
     vp = sde.VPSDE()
     oracle = sde.MixtureOracle(ring, vp)
