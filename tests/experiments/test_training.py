@@ -786,7 +786,7 @@ _TWO_STEPS_ONE_LIKELIHOOD_BATCH = [
 
 @pytest.mark.slow  # 50-90 s of compiling on 2 cores; the networks are checked in
 # tests/networks/test_ncsnpp.py and the configs' loading in test_image_configs_load_and_build
-@pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp"])
+@pytest.mark.parametrize("name", ["cifar10_ddpmpp", "cifar10_ncsnpp", "cifar10_dit"])
 def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_path, name):
     """The reference configs build (with a shrunk network: the full 62M-parameter nets
     are counted in tests/networks/test_ncsnpp.py), train a few steps and score bits/dim."""
@@ -796,16 +796,22 @@ def test_cifar10_configs_train_and_score_a_likelihood_batch_on_fixture_data(tmp_
         [
             f"data.directory={tmp_path}",
             "data.val_fraction=0.2",
-            "model.ncsnpp.nf=8",
-            "model.ncsnpp.ch_mult=1,2",
-            "model.ncsnpp.num_res_blocks=1",
+            *(
+                ["model.dit.width=16", "model.dit.depth=1", "model.dit.heads=2"]
+                if name.endswith("dit")
+                else [
+                    "model.ncsnpp.nf=8",
+                    "model.ncsnpp.ch_mult=1,2",
+                    "model.ncsnpp.num_res_blocks=1",
+                ]
+            ),
             *_TWO_STEPS_ONE_LIKELIHOOD_BATCH,
             "eval.dequant_repeats=1",
             "eval.rtol=1e-2",
             "eval.atol=1e-2",
         ],
     )
-    assert cfg.model.architecture in ("ddpmpp", "ncsnpp") and cfg.data.random_flip
+    assert cfg.model.architecture in ("ddpmpp", "ncsnpp", "dit") and cfg.data.random_flip
     workdir = tmp_path / "run"
     run, _ = training.train(cfg, workdir, progress=False)
     rows = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -831,7 +837,16 @@ def _write_mnist_fixture(directory: pathlib.Path, n: dict[str, int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["cifar10_ddpmpp", "cifar10_ncsnpp", "mnist", "mnist_mlp", "mnist_rf"]
+    "name",
+    [
+        "cifar10_ddpmpp",
+        "cifar10_ncsnpp",
+        "cifar10_dit",
+        "mnist",
+        "mnist_mlp",
+        "mnist_rf",
+        "mnist_dit",
+    ],
 )
 def test_image_configs_load_and_build(name):
     """Each image config validates and builds its full network (abstractly: shapes only)
@@ -852,16 +867,23 @@ def test_image_configs_load_and_build(name):
 
 @pytest.mark.slow  # ~60 s of compiling on 2 cores; its parts (U-Net labels, histogram
 # base, guided sampling) have their own tests in the default run
-def test_mnist_config_trains_samples_and_scores_on_fixture_data(tmp_path):
-    """The ``mnist`` config (U-Net + histogram base, class-conditional) end to end on
-    tiny fixture files, with a shrunk network: steps, bits/dim, guided samples."""
+@pytest.mark.parametrize("name", ["mnist", "mnist_dit"])
+def test_mnist_config_trains_samples_and_scores_on_fixture_data(tmp_path, name):
+    """The ``mnist`` config (U-Net + histogram base, class-conditional) and its DiT
+    twin end to end on tiny fixture files, with a shrunk network: steps, bits/dim,
+    guided samples."""
     _write_mnist_fixture(tmp_path, {"train": 24, "t10k": 4})
+    shrink = (
+        ["model.dit.width=16", "model.dit.depth=1", "model.dit.heads=2"]
+        if name == "mnist_dit"
+        else ["model.channels=8,8,8"]
+    )
     cfg = config_lib.load(
-        "mnist",
+        name,
         [
             f"data.directory={tmp_path}",
             "data.val_fraction=0.25",
-            "model.channels=8,8,8",
+            *shrink,
             *_TWO_STEPS_ONE_LIKELIHOOD_BATCH,
         ],
     )
