@@ -265,12 +265,14 @@ def train(
         finally:
             ckpts.close()
     weights, step = step_lib.items(graphdef, state)["weights"], train_cfg.steps
+    kind = "latest"
     if train_cfg.eval_every > 0 and (workdir / "best").exists():
         best = Checkpoints(workdir / "best", keep=1)
         restored = best.restore_latest({"weights": abstract(weights, shardings_of(weights))})
         best.close()
         if restored is not None:
             weights, step = restored[0]["weights"], int(restored[1]["step"])
+            kind = "best"
     info = {
         "steps": train_cfg.steps,
         "resumed_from": start,
@@ -281,7 +283,7 @@ def train(
     }
     if distributed.is_main():  # what report.md is rebuilt from after later evaluations
         (workdir / "train.json").write_text(json.dumps(info, indent=2) + "\n")
-    return run.replace(state=weights, step=step, workdir=workdir), info
+    return run.replace(state=weights, step=step, workdir=workdir, checkpoint=kind), info
 
 
 def _stop_requested(interrupts: guard.Interrupts, done: int, every: int) -> str | None:

@@ -643,7 +643,7 @@ def test_periodic_validation_keeps_the_best_and_writes_snapshots(tmp_path):
     run = Run.restore(workdir)  # prefers the best checkpoint
     assert run.step == best_step
     # training hands evaluation the same weights
-    assert trained.step == best_step
+    assert trained.step == best_step and trained.checkpoint == run.checkpoint == "best"
     assert_same_state(leaves({"weights": trained.state}), leaves({"weights": run.state}))
     # the best checkpoint's validation NLL is reproducible from its restored state
     assert evaluation.validation_nll(run, 32) == pytest.approx(val[best_step], abs=1e-4)
