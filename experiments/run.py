@@ -82,6 +82,12 @@ class Run:
         """Build everything ``cfg`` names, with freshly initialised weights."""
         source = build.source(cfg)
         graphdef, state = nnx.split(_networks(cfg, source.shape))
+        workdir = None if workdir is None else pathlib.Path(workdir)
+        return cls._of(cfg, source, graphdef, state, workdir=workdir)
+
+    @classmethod
+    def _of(cls, cfg, source, graphdef, state, **rest) -> Run:
+        """The run of ``cfg`` with these weights: the SDE and parametrisation built here."""
         return cls(
             cfg=cfg,
             source=source,
@@ -89,7 +95,7 @@ class Run:
             param=build.parametrisation(cfg.model, source, cfg.train.seed),
             graphdef=graphdef,
             state=state,
-            workdir=None if workdir is None else pathlib.Path(workdir),
+            **rest,
         )
 
     @classmethod
@@ -157,16 +163,9 @@ class Run:
             why = f" ({ckpts.last_error})" if ckpts.last_error else ""
             raise FileNotFoundError(f"{workdir} has no readable checkpoint in {sub.name}/{why}")
         items, meta = restored
-        return cls(
-            cfg=cfg,
-            source=source,
-            sde=build.sde(cfg.sde),
-            param=build.parametrisation(cfg.model, source, cfg.train.seed),
-            graphdef=graphdef,
-            state=items["weights"],
-            step=int(meta["step"]),
-            workdir=workdir,
-            checkpoint=kind,
+        step = int(meta["step"])
+        return cls._of(
+            cfg, source, graphdef, items["weights"], step=step, workdir=workdir, checkpoint=kind
         )
 
     def replace(self, **changes) -> Run:
