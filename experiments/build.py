@@ -195,6 +195,13 @@ SAMPLERS: dict[str, Method] = {
             "edm heun" + (f", churn {eval_cfg.s_churn:g}" if eval_cfg.s_churn else "")
         ),
     ),
+    # students of `scoresde distill` (their work dirs' eval.method)
+    "consistency": Method(samplers.sample_consistency, solver=None, label=lambda e: ""),
+    "meanflow": Method(
+        lambda *, score_fn, **kw: samplers.sample_meanflow(mean_flow=score_fn, **kw),
+        solver=None,
+        label=lambda e: "",
+    ),
 }
 
 

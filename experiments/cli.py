@@ -107,6 +107,9 @@ def _precheck(args) -> None:
     workdir = args.workdir
     if workdir.exists() and not workdir.is_dir():
         raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory")
+    if args.command == "distill":
+        _precheck_distill(args)
+        return
     if args.command != "train":
         if not (workdir / "config.json").exists():
             raise FileNotFoundError(f"{workdir} has no config.json: train a model there first")
@@ -122,6 +125,27 @@ def _precheck(args) -> None:
             f"--config is needed: {workdir} holds no run to resume (no config.json); "
             f"named configs: {', '.join(_named_configs())}"
         )
+
+
+def _precheck_distill(args) -> None:
+    """``distill``: a method and a teacher (or data) to start from, or a student to resume."""
+    saved = args.workdir / "config.json"
+    if saved.exists() and not args.restart:
+        return  # resumes; the saved config is checked against the arguments later
+    if args.method is None:
+        raise ValueError(f"--method is needed: {args.workdir} holds no student to resume")
+    if args.teacher is not None:
+        if not (args.teacher / "config.json").exists():
+            raise FileNotFoundError(
+                f"--teacher {args.teacher} has no config.json: train a teacher there first"
+            )
+    elif args.method in ("cd", "pd"):
+        raise ValueError(
+            f"--method {args.method} distils a teacher: give --teacher DIR (ect and meanflow "
+            "may train from data with --config)"
+        )
+    elif args.config is None:
+        raise ValueError(f"--method {args.method} without --teacher needs --config NAME_OR_FILE")
 
 
 def _print(info: dict) -> None:
@@ -196,6 +220,65 @@ def train(args) -> int:
     lik = evaluation.likelihood(run, progress=not args.quiet)
     if distributed.is_main():
         print(evaluation.report(run, info, s, lik))
+    return 0
+
+
+def _distill_config(args) -> config_lib.Config:
+    """The student's config: the work dir's own (resuming), else built from the teacher
+    (or ``--config``), the method's defaults and the overrides."""
+    from experiments.training import distill as distill_lib
+
+    saved = args.workdir / "config.json"
+    if saved.exists() and not args.restart:
+        cfg = config_lib.read(saved)
+        if not distill_lib.is_student(cfg):
+            raise config_lib.ConfigError(
+                f"{args.workdir} holds a score model trained by 'scoresde train', not a "
+                "student: give another --workdir"
+            )
+        if args.method is not None and args.method != cfg.distill.method:
+            raise config_lib.ConfigError(
+                f"{args.workdir} holds a {cfg.distill.method} student; --method "
+                f"{args.method} would need another --workdir (or --restart)"
+            )
+        return config_lib.validate(config_lib.apply_overrides(cfg, args.overrides))
+    base = None if args.config is None else config_lib.get_named(args.config)
+    return distill_lib.student_config(args.method, args.teacher, base, args.overrides)
+
+
+def distill(args) -> int:
+    import time
+
+    from experiments.training import distill as distill_lib
+
+    cfg = _distill_config(args)
+    explicit = frozenset(o.partition("=")[0].strip() for o in args.overrides)
+    teacher = distill_lib.teacher_run(cfg)
+    student = distill_lib.initial_student(cfg, teacher)
+    if not args.restart:
+        training.check_workdir(cfg, args.workdir, explicit)
+
+    def announce(start: int, notes=()) -> None:
+        plan = _plan(student, args.workdir, start).replace(" prediction)", " student)")
+        line = "; ".join([distill_lib.describe(cfg), plan, *notes])
+        print(f"scoresde distill: {line}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    run, info = distill_lib.distill(
+        student,
+        args.workdir,
+        teacher,
+        progress=not args.quiet,
+        restart=args.restart,
+        announce=announce,
+        explicit=explicit,
+    )
+    if distributed.is_main():
+        distill_lib.record(args.workdir, run.cfg, time.perf_counter() - started)
+    if args.no_eval:
+        return 0
+    for steps in run.cfg.distill.sample_steps:
+        _print(evaluation.sample(run, steps=steps, progress=not args.quiet))
     return 0
 
 
@@ -408,6 +491,43 @@ def _train_parser(sub) -> None:
     p.set_defaults(func=train)
 
 
+def _distill_parser(sub) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distil a trained run into a one- or few-step student, then sample it",
+        description="Train a one- or few-step student of a trained score model (resumes "
+        "if WORKDIR holds one): consistency distillation (cd), consistency tuning (ect), "
+        "progressive distillation (pd) or MeanFlow (meanflow). Then sample it at "
+        "distill.sample_steps. 'scoresde sample --workdir WORKDIR --steps N' samples it.",
+    )
+    p.add_argument("--method", choices=["cd", "ect", "pd", "meanflow"])
+    p.add_argument(
+        "--teacher",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="the teacher's work dir (ect and meanflow may omit it and train from data)",
+    )
+    p.add_argument("--workdir", required=True, type=pathlib.Path)
+    p.add_argument(
+        "--config",
+        help="without --teacher: the data and network to train from (a named config or a file)",
+    )
+    p.add_argument("--no-eval", action="store_true", help="skip the final sampling")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over in a WORKDIR that holds a student (moved aside, never deleted)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override any config field of the student, e.g. train.steps=4000 distill.steps_n=18",
+    )
+    p.set_defaults(func=distill)
+
+
 def _sample_parser(sub) -> None:
     p = sub.add_parser(
         "sample",
@@ -561,6 +681,7 @@ def _likelihood_parser(sub) -> None:
 
 PARSERS = {  # command: the function that adds its parser
     "train": _train_parser,
+    "distill": _distill_parser,
     "sample": _sample_parser,
     "inpaint": _inpaint_parser,
     "likelihood": _likelihood_parser,

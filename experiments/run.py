@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import pathlib
+from collections.abc import Callable
 
 import jax
 from flax import nnx
@@ -71,6 +72,9 @@ class Run:
     workdir: pathlib.Path | None = None
     weights: str = "ema"  # what the EMA slot holds: "ema", or "raw" (with_weights)
     checkpoint: str = "latest"  # which checkpoint the weights are: "best", "latest", "step"
+    # what training minimises instead of the config's loss (a distillation objective,
+    # experiments.training.distill): objective(model, x0, key, step, labels) -> [B]
+    objective: Callable | None = None
 
     def describe(self) -> str:
         """Which weights these are, for a start-up line."""

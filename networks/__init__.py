@@ -24,6 +24,8 @@ Example::
     score = networks.score_fn(model, sde.VPSDE(), networks.NoisePrediction())
 """
 
+from ._consistency import ConsistencyFunction as ConsistencyFunction
+from ._consistency import consistency_function as consistency_function
 from ._dit import DiT as DiT
 from ._dit import dit as dit
 from ._dit import uvit_cifar10 as uvit_cifar10
@@ -51,6 +53,8 @@ from ._score_function import score_fn as score_fn
 from ._unet import SmallUNet as SmallUNet
 
 __all__ = [
+    "ConsistencyFunction",
+    "consistency_function",
     "AbstractParametrisation",
     "DataPrediction",
     "DiT",

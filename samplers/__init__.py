@@ -20,6 +20,8 @@ raises, naming the time, instead of diffrax's "maximum number of solver steps".
 from ._brownian import GridBrownianPath as GridBrownianPath
 from ._colorize import colour_transform as colour_transform
 from ._colorize import sample_colorize as sample_colorize
+from ._consistency import pf_ode_step as pf_ode_step
+from ._consistency import sample_consistency as sample_consistency
 from ._edm import sample_edm as sample_edm
 from ._elbo import elbo as elbo
 from ._grid_tuning import optimize_grid as optimize_grid
@@ -56,6 +58,8 @@ from ._stepping import batch_max_rms as batch_max_rms
 from ._stepping import evaluations_per_step as evaluations_per_step
 
 __all__ = [
+    "pf_ode_step",
+    "sample_consistency",
     "AbstractCorrector",
     "ClassifierFreeGuidance",
     "GridBrownianPath",

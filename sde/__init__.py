@@ -6,6 +6,14 @@ through Stochastic Differential Equations", ICLR 2021.
 
 from ._base import AbstractSDE as AbstractSDE
 from ._base import expand_time as expand_time
+from ._distillation import DISTANCES as CONSISTENCY_DISTANCES
+from ._distillation import consistency_distillation_loss as consistency_distillation_loss
+from ._distillation import consistency_training_loss as consistency_training_loss
+from ._distillation import ddim_step as ddim_step
+from ._distillation import distance as consistency_distance
+from ._distillation import ect_pair as ect_pair
+from ._distillation import progressive_distillation_loss as progressive_distillation_loss
+from ._distillation import sigma_time as sigma_time
 from ._edm import EDMSDE as EDMSDE
 from ._edm import edm_loss as edm_loss
 from ._edm import edm_loss_at as edm_loss_at
@@ -30,6 +38,14 @@ from ._vp import VPSDE as VPSDE
 from ._vp import SubVPSDE as SubVPSDE
 
 __all__ = [
+    "CONSISTENCY_DISTANCES",
+    "consistency_distillation_loss",
+    "consistency_training_loss",
+    "ddim_step",
+    "consistency_distance",
+    "ect_pair",
+    "progressive_distillation_loss",
+    "sigma_time",
     "AbstractSDE",
     "EDMSDE",
     "GaussianMixture",

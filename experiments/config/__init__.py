@@ -19,6 +19,7 @@ from ._overrides import save as save
 from ._overrides import to_dict as to_dict
 from ._schema import Config as Config
 from ._schema import DataConfig as DataConfig
+from ._schema import DistillConfig as DistillConfig
 from ._schema import EvalConfig as EvalConfig
 from ._schema import MLPConfig as MLPConfig
 from ._schema import ModelConfig as ModelConfig

@@ -44,6 +44,9 @@ class _ModelFields:
     # images: add the exact score of the per-pixel training histograms (pixel space)
     histogram_base: bool = False
     num_classes: int = 0  # class-conditional with a null class (0: unconditional)
+    # a second time input (the interval t - r of MeanFlow's u(x, r, t)): the network takes
+    # cond of shape [B, 2]; its embedding of the second column starts at zero
+    interval_time: bool = False
 
 
 # The fields above, then one section per architecture's sub-config (model.mlp,
@@ -136,9 +139,34 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """One- and few-step students (``scoresde distill``); ``method=""``: not a student."""
+
+    method: str = ""  # "" | "cd" | "ect" | "pd" | "meanflow"
+    teacher: str = ""  # the teacher's work dir ("": train from data, ect and meanflow only)
+    teacher_checkpoint: str = ""  # "" (its best, else latest) | "latest" | a step
+    # cd: the teacher's ODE step (a solver name) on an N-point grid, N = steps_n
+    teacher_solver: str = "heun"
+    steps_n: int = 18  # cd: discretisation points (Song et al. 2023: 18 on CIFAR-10)
+    # cd/ect: distance "l2" | "pseudo_huber" (c = huber_c * sqrt(D), Song & Dhariwal 2023)
+    distance: str = "pseudo_huber"
+    huber_c: float = 0.00054
+    sigma_data: float = 0.5  # cd/ect: c_skip, c_out of the boundary condition
+    ect_q: float = 4.0  # ect: dt/t shrinks by q each stage (Geng et al. 2024)
+    ect_stages: int = 8  # ect: stages over train.steps
+    ect_k: float = 8.0  # ect: n(t) = 1 + k sigmoid(-b t)
+    ect_b: float = 1.0
+    pd_start: int = 64  # pd: the teacher's DDIM steps; halved per stage down to 1
+    meanflow_p_equal: float = 0.75  # meanflow: share of pairs with r = t (flow matching)
+    meanflow_norm_p: float = 1.0  # meanflow: adaptive loss weight 1 / (|err|^2 + c)^p
+    sample_steps: tuple[int, ...] = (1, 2)  # steps the end of a run samples with
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sde: SDEConfig = field(default_factory=SDEConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)

@@ -138,6 +138,18 @@ def _combinations(cfg: Config) -> None:
             "model.histogram_base is the score of the pixels' own histograms: it needs "
             "data.gaussianize=false, data.whiten=none and model.gaussian_base=false"
         )
+    students = {"consistency": ("cd", "ect"), "meanflow": ("meanflow",)}
+    if cfg.eval.method in students and cfg.distill.method not in students[cfg.eval.method]:
+        raise ConfigError(
+            f"eval.method={cfg.eval.method} samples a student of scoresde distill "
+            f"(distill.method={' or '.join(students[cfg.eval.method])}); this run has "
+            f"distill.method={cfg.distill.method or 'none'}"
+        )
+    if cfg.model.interval_time and cfg.distill.method != "meanflow":
+        raise ConfigError(
+            "model.interval_time=true gives the network MeanFlow's second time input; "
+            "it needs distill.method=meanflow"
+        )
 
 
 def validate(cfg: Config) -> Config:

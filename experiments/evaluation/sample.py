@@ -11,8 +11,10 @@ files; every process returns the same results.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import diffrax
+import equinox as eqx
 import jax
 import numpy as np
 from tqdm.auto import tqdm
@@ -77,7 +79,7 @@ def sampler_kwargs(
 
 def default_grid(method: str, solver: str | None) -> str:
     """The grid fixed steps take when ``--grid`` is not given."""
-    if solver in build.EXPONENTIAL:
+    if solver in build.EXPONENTIAL or method == "consistency":
         return "log_snr"
     return "karras" if method == "edm" else "uniform"
 
@@ -110,14 +112,23 @@ def requested_labels(run: Run, labels, n: int) -> np.ndarray | None:
 def draw(run: Run, method, kwargs: dict, n: int, seed: int, requested, guidance, progress):
     """``n`` samples in batches of ``eval.batch_size`` split over all devices; returns
     the samples (on the host, in the model's space) and the largest NFE of a batch."""
-    eval_cfg, mesh, score = run.cfg.eval, distributed.mesh(), run.score_function()
+    eval_cfg, mesh, score = run.cfg.eval, distributed.mesh(), student_function(run)
     chunks, nfe, key = [], 0, jax.random.key(seed)
     sizes = [min(eval_cfg.batch_size, n - i) for i in range(0, n, eval_cfg.batch_size)]
     bar = tqdm(sizes, desc="sampling", disable=not progress, unit="batch")
     for i, size in enumerate(bar):
         padded = distributed.padded_size(size, mesh)
         score_i = score
-        if requested is not None:
+        if requested is not None and run.cfg.distill.method == "meanflow":
+            if guidance:
+                raise ValueError(
+                    "a MeanFlow student takes --class without --guidance (its average "
+                    "velocity is not a score to guide)"
+                )
+            chunk = requested[i * eval_cfg.batch_size : i * eval_cfg.batch_size + size]
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - size)])
+            score_i = _with_labels(score, chunk)
+        elif requested is not None:
             chunk = requested[i * eval_cfg.batch_size : i * eval_cfg.batch_size + size]
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded - size)])
             score_i = samplers.classifier_free_guidance(
@@ -133,6 +144,29 @@ def draw(run: Run, method, kwargs: dict, n: int, seed: int, requested, guidance,
         chunks.append(distributed.to_host(x)[:size])
         nfe = max(nfe, int(stats["nfe"]))
     return np.concatenate(chunks), nfe
+
+
+def student_function(run: Run):
+    """What the run's sampler takes: its score function, or for a MeanFlow student its
+    average velocity :class:`networks.MeanFlowFunction`."""
+    if run.cfg.distill.method != "meanflow":
+        return run.score_function()
+    from flax import nnx
+
+    import networks
+
+    model, ema = nnx.merge(run.graphdef, run.state)
+    return networks.MeanFlowFunction.from_module(ema.apply_to(model), run.sde, run.param)
+
+
+class _with_labels(eqx.Module):
+    """A MeanFlow function with the class of each sample fixed."""
+
+    fn: Callable
+    labels: jax.Array
+
+    def __call__(self, x, r, t):
+        return self.fn(x, r, t, self.labels)
 
 
 def sample(
@@ -165,6 +199,8 @@ def sample(
     """
     eval_cfg = run.cfg.eval
     method, n = method or eval_cfg.method, n or eval_cfg.n_samples
+    if run.cfg.distill.method and steps is None:  # a student: its first sampling steps
+        steps = run.cfg.distill.sample_steps[0]
     if run.workdir is not None and distributed.is_main():
         outputs.check_writable(run.workdir, "samples")
     tuned = grid == "tuned"
@@ -178,6 +214,8 @@ def sample(
         eps=eps,
         denoise=denoise,
     )
+    if method == "consistency":
+        kwargs["sigma_data"] = run.cfg.distill.sigma_data
     requested = requested_labels(run, labels, n)
     if requested is None and guidance:
         raise ValueError("guidance needs a class to guide towards: give labels (--class)")
@@ -264,7 +302,7 @@ def _write(run: Run, x: np.ndarray, requested, info: dict) -> dict:
     spacing = f"{info['steps']} steps ({info['grid']} grid)" if info["steps"] else "adaptive"
     title = (
         f"{run.cfg.data.name}, step {info['checkpoint_step']}: {info['method']} "
-        f"({info['solver']}, {spacing}), NFE {info['nfe']}"
+        f"({info['solver'] + ', ' if info['solver'] else ''}{spacing}), NFE {info['nfe']}"
     )
     if requested is not None:
         title += f", class {info['labels']}, guidance {info['guidance']:g}"

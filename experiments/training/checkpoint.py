@@ -129,10 +129,10 @@ def _saveable_target(abstract: nnx.State) -> dict:
     return jax.tree.map(one, nnx.to_pure_dict(abstract))
 
 
-def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
-    """The steps saved under ``workdir/checkpoints`` (read from the directory names;
-    creates nothing)."""
-    directory = pathlib.Path(workdir) / "checkpoints"
+def checkpoint_steps(workdir: pathlib.Path, sub: str = "checkpoints") -> list[int]:
+    """The steps saved under ``workdir/checkpoints`` (or ``workdir/<sub>``; read from the
+    directory names; creates nothing)."""
+    directory = pathlib.Path(workdir) / sub
     if not directory.is_dir():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())

@@ -175,6 +175,7 @@ def train(
     announce=None,
     fork: resume.Fork | None = None,
     explicit=frozenset(),
+    stop_at: int | None = None,
 ) -> tuple[Run, dict]:
     """Train (or resume) ``run`` in ``workdir``; returns the run with the weights that
     evaluation uses (as :meth:`Run.restore` picks them: the best-on-validation
@@ -199,6 +200,8 @@ def train(
     ``changes.jsonl``) and keeps the learning-rate schedule's horizon unless
     ``train.schedule_steps`` is among the ``explicit`` keys (:mod:`.resume`). ``fork``
     (:class:`resume.Fork`) starts an empty work dir from another run's checkpoint.
+    ``stop_at`` (default ``train.steps``) ends this call at that step, with a
+    checkpoint there: a run in stages (progressive distillation) calls it once per stage.
     """
     workdir = pathlib.Path(workdir)
     run = Run.create(run) if isinstance(run, config_lib.Config) else run
@@ -261,10 +264,13 @@ def train(
                     announce(start, notes)
             loop = _Loop(run.replace(workdir=workdir), graphdef, shardings, mesh, ckpts, schedule)
             started = time.perf_counter()
-            state, best_val = loop.go(state, start, best_val, progress, step_timeout, window)
+            end = train_cfg.steps if stop_at is None else min(stop_at, train_cfg.steps)
+            state, best_val = loop.go(
+                state, start, best_val, progress, step_timeout, window, max(end, start)
+            )
         finally:
             ckpts.close()
-    weights, step = step_lib.items(graphdef, state)["weights"], train_cfg.steps
+    weights, step = step_lib.items(graphdef, state)["weights"], max(end, start)
     kind = "latest"
     if train_cfg.eval_every > 0 and (workdir / "best").exists():
         best = Checkpoints(workdir / "best", keep=1)
@@ -338,8 +344,9 @@ class _Loop:
             self.best.save(done, {"weights": snapshot.state}, {"step": done, "val_nll": val})
         return val, best_val
 
-    def go(self, state, start: int, best_val: float, progress: bool, step_timeout, window=()):
+    def go(self, state, start, best_val, progress, step_timeout, window=(), end: int | None = None):
         run, train_cfg, main = self.run, self.run.cfg.train, distributed.is_main()
+        end = train_cfg.steps if end is None else end
         sharding = distributed.batch_sharded(self.mesh)
         bar = tqdm(
             total=train_cfg.steps,
@@ -357,7 +364,7 @@ class _Loop:
                 logs.tqdm_safe_warnings(),
                 guard.Interrupts() as interrupts,
             ):
-                for step in range(start, train_cfg.steps):
+                for step in range(start, end):
                     new_state, loss, grad_norm = self.step_fn(
                         state, global_batch(run, step, sharding), np.int32(step)
                     )
@@ -368,7 +375,7 @@ class _Loop:
                     watchdog.beat()
                     log.add(loss, float(grad_norm))
                     bar.update(1)
-                    if done % train_cfg.log_every == 0 or done == train_cfg.steps:
+                    if done % train_cfg.log_every == 0 or done == end:
                         record = log.record(done)
                         if validation_due(train_cfg, done):
                             record["val_nll"], best_val = self._validate(state, done, best_val)
@@ -377,11 +384,11 @@ class _Loop:
                             out.write(record)  # metrics.jsonl, TensorBoard, loss.png
                         bar.set_postfix(loss=f"{record['loss']:.4f}")
                     stop = _stop_requested(interrupts, done, train_cfg.log_every)
-                    if done % train_cfg.ckpt_every == 0 or done == train_cfg.steps or stop:
+                    if done % train_cfg.ckpt_every == 0 or done == end or stop:
                         meta = {"step": done, "best_val_nll": best_val, "log_window": log.window}
                         self.ckpts.save(done, self._items(state), meta)
                         watchdog.beat()
-                    if stop and done < train_cfg.steps:
+                    if stop and done < end:
                         raise guard.TrainingInterrupted(
                             f"{stop} at step {done} of {train_cfg.steps}: checkpoint saved in "
                             f"{run.workdir / 'checkpoints'}; run the same command to resume"

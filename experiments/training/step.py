@@ -75,7 +75,7 @@ def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: b
     ``fold_in(key(train.seed), step_index)``. With ``donate`` the input state's buffers
     are reused for the output (the caller must not touch the old state again)."""
     cfg, forward, param = run.cfg, run.sde, run.param
-    loss_of = build.loss(cfg)
+    loss_of = build.loss(cfg) if run.objective is None else None
     base_key = jax.random.key(cfg.train.seed)
     null_class, p_uncond = cfg.model.num_classes, cfg.train.p_uncond
     rep = distributed.replicated(mesh)
@@ -91,8 +91,8 @@ def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: b
         t = step_index.astype(jnp.float32)
         return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
 
-    def loss_fn(model, batch, key):
-        score = networks.score_fn(model, forward, param)
+    def loss_fn(model, batch, key, step_index):
+        labels = None
         if isinstance(batch, tuple):  # (x, labels): class-conditional
             batch, labels = batch
             # classifier-free guidance training: drop each label to the null class
@@ -100,6 +100,10 @@ def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: b
             key, drop_key = jax.random.split(key)
             drop = jax.random.bernoulli(drop_key, p_uncond, labels.shape)
             labels = jnp.where(drop, null_class, labels)
+        if run.objective is not None:  # a student's (distillation) objective
+            return run.objective(model, batch, key, step_index, labels).mean()
+        score = networks.score_fn(model, forward, param)
+        if labels is not None:
             conditional = score
 
             def score(x, t):
@@ -110,7 +114,7 @@ def make_step(run: Run, graphdef: nnx.GraphDef, state_shardings, mesh, donate: b
     def step(state, batch, step_index):
         model, optimizer, ema = nnx.merge(graphdef, state)
         key = jax.random.fold_in(base_key, step_index)
-        loss, grads = nnx.value_and_grad(loss_fn)(model, batch, key)
+        loss, grads = nnx.value_and_grad(loss_fn)(model, batch, key, step_index)
         optimizer.update(model, grads)
         ema.decay = ema_decay(step_index)  # a traced value, for this update only
         ema.update(model)

@@ -1,0 +1,389 @@
+"""``scoresde distill``: one- and few-step students of a trained run, trained by the
+same loop as ``train`` (so with its guarantees: resume bit for bit after a kill, a NaN
+stops with the last good checkpoint, an unreadable checkpoint is refused).
+
+A student's work dir is a run like any other: its ``config.json`` is the teacher's
+config with a ``distill`` section (the method, the teacher's work dir) and the
+student's ``train`` settings, its network has the teacher's architecture and starts
+from the teacher's EMA weights, and ``scoresde sample --workdir STUDENT --steps N``
+samples it with its method's sampler:
+
+========  =============================================  ==============================
+method    objective (:mod:`sde`)                         sampler
+========  =============================================  ==============================
+cd        :func:`sde.consistency_distillation_loss`,     :func:`samplers.sample_consistency`
+          the teacher's ODE step by ``distill.teacher_solver``
+ect       :func:`sde.consistency_training_loss` (ECT;    :func:`samplers.sample_consistency`
+          from the teacher's weights, or from data)
+pd        :func:`sde.progressive_distillation_loss`,     DDIM on the log-SNR grid
+          ``pd_start`` DDIM steps halved per stage        (``samplers.DDIM``)
+meanflow  :func:`sde.meanflow_loss` (the teacher's       :func:`samplers.sample_meanflow`
+          velocity, or data)
+========  =============================================  ==============================
+
+Progressive distillation runs in stages of ``train.steps / log2(pd_start)`` steps; the
+teacher of stage ``k > 0`` is the student's weights at the end of stage ``k - 1``, kept
+in ``stages/`` so that a resumed stage distils from the same teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+from flax import nnx
+
+import networks
+import samplers
+import sde as sde_lib
+from experiments import build
+from experiments import config as config_lib
+from experiments.run import Run
+
+METHODS = ("cd", "ect", "pd", "meanflow")
+CONSISTENCY = ("cd", "ect")
+# what each method changes in the teacher's config unless the command line says
+# otherwise (measured on checkerboard, 2 cores: each finishes in <= 10 minutes)
+DEFAULTS: dict[str, dict[str, object]] = {
+    "cd": {
+        "train.steps": 6000, "train.lr": 1e-4, "train.warmup_steps": 0,
+        "train.schedule": "constant", "train.ema_decay": 0.999,
+    },
+    "ect": {
+        "train.steps": 8000, "train.lr": 1e-4, "train.warmup_steps": 0,
+        "train.schedule": "constant", "train.ema_decay": 0.999,
+    },
+    "pd": {
+        "train.steps": 12000, "train.lr": 1e-4, "train.warmup_steps": 0,
+        "train.schedule": "constant", "train.ema_decay": 0.0,
+    },
+    "meanflow": {
+        "train.steps": 8000, "train.lr": 3e-4, "train.warmup_steps": 100,
+        "train.schedule": "cosine", "train.ema_decay": 0.999, "model.interval_time": True,
+    },
+}  # fmt: skip
+SAMPLING = {"cd": "consistency", "ect": "consistency", "pd": "ode", "meanflow": "meanflow"}
+
+
+class DistillError(ValueError):
+    """A distillation that cannot run as asked (one line on the command line)."""
+
+
+def is_student(cfg: config_lib.Config) -> bool:
+    return bool(cfg.distill.method)
+
+
+def check(cfg: config_lib.Config) -> None:
+    """The ``distill`` section's values, with the accepted ranges."""
+    d = cfg.distill
+    if d.method not in METHODS:
+        raise DistillError(f"distill.method must be one of {', '.join(METHODS)}, got {d.method!r}")
+    if not d.teacher and d.method in ("cd", "pd"):
+        raise DistillError(
+            f"--method {d.method} distils a teacher: give --teacher DIR (only ect and "
+            "meanflow train from data)"
+        )
+    if d.steps_n < 2:
+        raise DistillError(f"distill.steps_n must be >= 2, got {d.steps_n}")
+    if d.pd_start < 2 or d.pd_start & (d.pd_start - 1):
+        raise DistillError(f"distill.pd_start must be a power of 2 >= 2, got {d.pd_start}")
+    if not 0 <= d.meanflow_p_equal <= 1:
+        raise DistillError(f"distill.meanflow_p_equal must lie in [0, 1], got {d.meanflow_p_equal}")
+    for name in ("sigma_data", "huber_c", "ect_k", "ect_b"):
+        if not getattr(d, name) > 0:
+            raise DistillError(f"distill.{name} must be > 0, got {getattr(d, name)}")
+    if not d.ect_q > 1:
+        raise DistillError(f"distill.ect_q must be > 1, got {d.ect_q}")
+    if d.ect_stages < 1:
+        raise DistillError(f"distill.ect_stages must be >= 1, got {d.ect_stages}")
+    if not d.sample_steps or any(n < 1 for n in d.sample_steps):
+        raise DistillError(f"distill.sample_steps must be steps >= 1, got {d.sample_steps}")
+    if d.distance not in sde_lib.CONSISTENCY_DISTANCES:
+        raise DistillError(
+            f"distill.distance must be one of {', '.join(sde_lib.CONSISTENCY_DISTANCES)}, "
+            f"got {d.distance!r}"
+        )
+    build.solver(d.teacher_solver)
+
+
+def student_config(
+    method: str,
+    teacher: pathlib.Path | None,
+    base: config_lib.Config | None,
+    overrides: list[str],
+) -> config_lib.Config:
+    """The student's config: the teacher's (or ``base``, training from data), the
+    method's :data:`DEFAULTS`, then ``overrides``; validation off (a student has no
+    likelihood to rank checkpoints by)."""
+    if method not in METHODS:
+        raise DistillError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if teacher is not None:
+        path = pathlib.Path(teacher) / "config.json"
+        if not path.exists():
+            raise DistillError(f"--teacher {teacher} has no config.json: train a teacher there")
+        base = config_lib.read(path)
+        if is_student(base):
+            raise DistillError(
+                f"--teacher {teacher} is itself a {base.distill.method} student; distil a "
+                "score model (progressive distillation runs its own stages)"
+            )
+    elif base is None:
+        raise DistillError(f"--method {method} without --teacher needs --config NAME_OR_FILE")
+    defaults = [f"{k}={v}" for k, v in DEFAULTS[method].items()]
+    fixed = [
+        f"distill.method={method}",
+        f"distill.teacher={'' if teacher is None else pathlib.Path(teacher).resolve()}",
+        "train.eval_every=0",
+        f"eval.method={SAMPLING[method]}",
+        *(["eval.solver=ddim"] if method == "pd" else []),
+    ]
+    cfg = config_lib.validate(config_lib.apply_overrides(base, [*defaults, *fixed, *overrides]))
+    check(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------- teacher
+
+
+def teacher_run(cfg: config_lib.Config) -> Run | None:
+    """The teacher's run (EMA weights), or None when training from data."""
+    if not cfg.distill.teacher:
+        return None
+    checkpoint = cfg.distill.teacher_checkpoint or None
+    return Run.restore(pathlib.Path(cfg.distill.teacher), checkpoint=checkpoint)
+
+
+def _graft(student: nnx.State, teacher: nnx.State) -> nnx.State:
+    """``student`` with every leaf that ``teacher`` has at the same path replaced by
+    the teacher's (a MeanFlow network's extra interval embedding keeps its zeros)."""
+    flat = dict(nnx.to_flat_state(student))
+    for path, value in nnx.to_flat_state(teacher):
+        if path in flat:
+            if flat[path].value.shape != value.value.shape:
+                raise DistillError(
+                    f"the teacher's weight {'/'.join(map(str, path))} has shape "
+                    f"{value.value.shape}, the student's {flat[path].value.shape}: a student "
+                    "keeps the teacher's architecture (do not override model.*)"
+                )
+            flat[path] = value
+    return nnx.from_flat_state(flat)
+
+
+def initial_student(cfg: config_lib.Config, teacher: Run | None) -> Run:
+    """The student's run: the config's network, with the teacher's EMA weights (in both
+    the network and its EMA copy) where there is a teacher."""
+    run = Run.create(cfg)
+    if teacher is None:
+        return run
+    t_model, t_ema = nnx.merge(teacher.graphdef, teacher.state)
+    weights = nnx.state(t_ema.apply_to(t_model) if hasattr(t_ema, "apply_to") else t_model)
+    model, ema = nnx.merge(run.graphdef, run.state)
+    nnx.update(model, _graft(nnx.state(model), weights))
+    ema_copy = nnx.EMA(model, decay=cfg.train.ema_decay, only=nnx.Param)
+    return run.replace(state=nnx.state((model, ema_copy)))
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+def _labelled(fn, labels):
+    if labels is None:
+        return fn
+    return lambda x, t: fn(x, t, labels)
+
+
+def _data_prediction(score, forward):
+    def x0(x, t):
+        a, s = forward.marginal(t)
+        return (x + sde_lib.expand_time(s**2, x) * score(x, t)) / sde_lib.expand_time(a, x)
+
+    return x0
+
+
+def consistency_grid(forward, n: int, eps: float):
+    """CD's ``n``-point grid from ``eps`` up to ``T``: Karras et al.'s (rho = 7) in
+    sigma = s/a, as Song et al. 2023."""
+    return samplers.karras_grid(forward, n - 1, eps)[::-1]
+
+
+def pd_grid(forward, steps: int, eps: float):
+    """The ``steps``-step DDIM grid of progressive distillation: uniform in log-SNR,
+    so each halving keeps every other point."""
+    return samplers.log_snr_grid(forward, steps, eps)
+
+
+def pd_stages(cfg: config_lib.Config) -> list[tuple[int, int]]:
+    """``[(end_step, student_steps), ...]``: stage ``k`` distils ``2 M`` DDIM steps
+    into ``M = pd_start / 2^(k+1)``, ending at ``end_step``."""
+    n = int(round(math.log2(cfg.distill.pd_start)))
+    per = cfg.train.steps // n
+    if per < 1:
+        raise DistillError(
+            f"train.steps={cfg.train.steps} is fewer than the {n} stages of "
+            f"distill.pd_start={cfg.distill.pd_start}"
+        )
+    return [
+        (cfg.train.steps if k == n - 1 else per * (k + 1), cfg.distill.pd_start >> (k + 1))
+        for k in range(n)
+    ]
+
+
+def objective(run: Run, teacher_score, stage_steps: int | None = None):
+    """``objective(model, x0, key, step, labels) -> [B]`` of the run's method;
+    ``teacher_score`` is a pure ``score(x, t, labels=None)`` (None: from data);
+    ``stage_steps``: the PD student's steps in this stage."""
+    cfg, forward, param = run.cfg, run.sde, run.param
+    d, eps = cfg.distill, cfg.eval.sample_eps
+
+    def student_score(model, labels):
+        return _labelled(networks.score_fn(model, forward, param), labels)
+
+    def _student_consistency(model, labels):
+        score = student_score(model, labels)
+        return networks.consistency_function(score, forward, eps, d.sigma_data)
+
+    if d.method == "cd":
+        ts = consistency_grid(forward, d.steps_n, eps)
+        solver = build.solver(d.teacher_solver)
+
+        def loss(model, x0, key, step, labels):
+            f = _student_consistency(model, labels)
+            teacher = samplers.pf_ode_step(_labelled(teacher_score, labels), forward, solver)
+            return sde_lib.consistency_distillation_loss(
+                f, teacher, forward, x0, key, ts=ts, distance_kind=d.distance, huber_c=d.huber_c
+            )
+
+    elif d.method == "ect":
+
+        def loss(model, x0, key, step, labels):
+            f = _student_consistency(model, labels)
+            return sde_lib.consistency_training_loss(
+                f, forward, x0, key, step, total_steps=cfg.train.steps, eps=eps,
+                distance_kind=d.distance, huber_c=d.huber_c, stages=d.ect_stages,
+                q=d.ect_q, k=d.ect_k, b=d.ect_b,
+            )  # fmt: skip
+
+    elif d.method == "pd":
+        ts = pd_grid(forward, 2 * stage_steps, eps)
+
+        def loss(model, x0, key, step, labels):
+            student = _data_prediction(student_score(model, labels), forward)
+            teacher = _data_prediction(_labelled(teacher_score, labels), forward)
+            return sde_lib.progressive_distillation_loss(student, teacher, forward, x0, key, ts=ts)
+
+    else:  # meanflow
+        velocity = None if teacher_score is None else teacher_score
+
+        def loss(model, x0, key, step, labels):
+            u = networks.mean_flow_fn(model, forward, param)
+            u_fn = u if labels is None else (lambda x, r, t: u(x, r, t, labels))
+            v_fn = None
+            if velocity is not None:
+                v_fn = sde_lib.pf_velocity(_labelled(velocity, labels), forward)
+            return sde_lib.meanflow_loss(
+                u_fn, forward, x0, key, velocity_fn=v_fn, p_equal=d.meanflow_p_equal,
+                norm_p=d.meanflow_norm_p, eps=eps,
+            )  # fmt: skip
+
+    return loss
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def _pure_score(run: Run):
+    return run.score_function()
+
+
+def _stage_dir(workdir: pathlib.Path) -> pathlib.Path:
+    return workdir / "stages"
+
+
+def _has_stage(workdir: pathlib.Path, k: int) -> bool:
+    from experiments.training.checkpoint import checkpoint_steps
+
+    return k in checkpoint_steps(workdir, sub="stages")
+
+
+def _stage_teacher(run: Run, workdir: pathlib.Path, k: int, weights: nnx.State | None):
+    """The weights PD's stage ``k`` distils from: kept in ``stages/`` at the stage's
+    start (``weights`` given: save them there first), read back on a resume."""
+    from experiments.run import abstract
+    from experiments.training.checkpoint import Checkpoints
+
+    ckpts = Checkpoints(_stage_dir(workdir), keep=1_000_000)
+    try:
+        if weights is not None and k not in ckpts.steps():
+            ckpts.save(k, {"weights": weights}, {"step": k})
+        restored = ckpts.restore(k, {"weights": abstract(run.state)})
+    finally:
+        ckpts.close()
+    return run.replace(state=restored[0]["weights"])
+
+
+def distill(student: Run, workdir: pathlib.Path, teacher: Run | None, **train_kwargs):
+    """Train ``student`` (from :func:`initial_student`) in ``workdir``; returns what
+    :func:`experiments.training.train` returns, for the last stage."""
+    from experiments.training.loop import train
+
+    workdir = pathlib.Path(workdir)
+    score = None if teacher is None else _pure_score(teacher)
+    if student.cfg.distill.method != "pd":
+        return train(student.replace(objective=objective(student, score)), workdir, **train_kwargs)
+    from experiments.training.checkpoint import checkpoint_steps
+
+    done = (checkpoint_steps(workdir) or [0])[-1]
+    stages, out = pd_stages(student.cfg), None
+    for k, (end, steps) in enumerate(stages):
+        if k < len(stages) - 1 and (end < done or end == done and _has_stage(workdir, k + 1)):
+            continue  # finished, and the next stage's teacher is kept
+        if k == 0:
+            stage_teacher = score
+        else:
+            prev = _stage_teacher(student, workdir, k, None if out is None else out[0].state)
+            stage_teacher = _pure_score(prev.replace(state=_raw(prev)))
+        run = student.replace(objective=objective(student, stage_teacher, stage_steps=steps))
+        out = train(run, workdir, stop_at=end, **train_kwargs)
+        train_kwargs["announce"] = None  # said once
+    return out
+
+
+def _raw(run: Run) -> nnx.State:
+    """The network's own weights in the EMA slot too: PD's next teacher is the
+    student as trained, not its average."""
+    return run.with_weights("raw").state
+
+
+def describe(cfg: config_lib.Config) -> str:
+    d = cfg.distill
+    what = {"cd": "consistency distillation", "ect": "consistency tuning (ECT)",
+            "pd": "progressive distillation", "meanflow": "MeanFlow"}[d.method]  # fmt: skip
+    src = f"teacher {d.teacher}" if d.teacher else "from data"
+    extra = ""
+    if d.method == "pd":
+        extra = f", {d.pd_start} -> 1 DDIM steps in {len(pd_stages(cfg))} stages"
+    if d.method == "cd":
+        extra = f", teacher solver {d.teacher_solver} on {d.steps_n} points"
+    return f"{what}, {src}{extra}"
+
+
+def record(workdir: pathlib.Path, cfg: config_lib.Config, seconds: float) -> None:
+    """``distill.json``: the method and the wall time of the run."""
+    out = {"method": cfg.distill.method, "teacher": cfg.distill.teacher, "seconds": seconds}
+    (pathlib.Path(workdir) / "distill.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+__all__ = [
+    "DEFAULTS",
+    "METHODS",
+    "DistillError",
+    "check",
+    "describe",
+    "distill",
+    "initial_student",
+    "is_student",
+    "objective",
+    "student_config",
+    "teacher_run",
+]
