@@ -201,6 +201,8 @@ def sample(
     method, n = method or eval_cfg.method, n or eval_cfg.n_samples
     if run.cfg.distill.method and steps is None:  # a student: its first sampling steps
         steps = run.cfg.distill.sample_steps[0]
+    if run.cfg.distill.method == "pd" and method == "ode" and solver is None:
+        solver = "ddim"  # the sampler a PD student was distilled for
     if run.workdir is not None and distributed.is_main():
         outputs.check_writable(run.workdir, "samples")
     tuned = grid == "tuned"

@@ -136,7 +136,6 @@ def student_config(
         f"distill.teacher={'' if teacher is None else pathlib.Path(teacher).resolve()}",
         "train.eval_every=0",
         f"eval.method={SAMPLING[method]}",
-        *(["eval.solver=ddim"] if method == "pd" else []),
     ]
     cfg = config_lib.validate(config_lib.apply_overrides(base, [*defaults, *fixed, *overrides]))
     check(cfg)
@@ -154,16 +153,21 @@ def teacher_run(cfg: config_lib.Config) -> Run | None:
     return Run.restore(pathlib.Path(cfg.distill.teacher), checkpoint=checkpoint)
 
 
+def _shape(variable) -> tuple[int, ...]:
+    return tuple(getattr(variable, "get_value", lambda: variable.value)().shape)
+
+
 def _graft(student: nnx.State, teacher: nnx.State) -> nnx.State:
     """``student`` with every leaf that ``teacher`` has at the same path replaced by
     the teacher's (a MeanFlow network's extra interval embedding keeps its zeros)."""
     flat = dict(nnx.to_flat_state(student))
     for path, value in nnx.to_flat_state(teacher):
         if path in flat:
-            if flat[path].value.shape != value.value.shape:
+            mine, theirs = _shape(flat[path]), _shape(value)
+            if mine != theirs:
                 raise DistillError(
                     f"the teacher's weight {'/'.join(map(str, path))} has shape "
-                    f"{value.value.shape}, the student's {flat[path].value.shape}: a student "
+                    f"{theirs}, the student's {mine}: a student "
                     "keeps the teacher's architecture (do not override model.*)"
                 )
             flat[path] = value
