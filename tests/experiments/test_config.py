@@ -164,7 +164,10 @@ def test_wrong_type_names_key_and_expected_type(override, expected):
     [
         (["sde.name=foo"], "sde.name: unknown SDE 'foo'; choose one of "),
         (["model.architecture=cnn"], "unknown architecture 'cnn'; choose one of "),
-        (["eval.method=euler"], "unknown sampling method 'euler'; choose one of consistency, edm, meanflow, ode, pc"),
+        (
+            ["eval.method=euler"],
+            "unknown sampling method 'euler'; choose one of consistency, edm, meanflow, ode, pc",
+        ),
         (["train.lr=0"], "train.lr must be > 0, got 0.0"),
         (["train.steps=-5"], "train.steps must be > 0, got -5"),
         (["train.batch_size=0"], "train.batch_size must be > 0"),

@@ -74,7 +74,7 @@ def test_student_work_dir_samples_with_its_method(students, method, capsys):
 
 def test_students_start_from_the_teacher_and_move(students, teacher):
     t_state = _weights(teacher)
-    for method, (workdir, final) in students.items():
+    for method, (_, final) in students.items():
         assert final.keys() == t_state.keys(), method
         assert any(not np.array_equal(final[k], t_state[k]) for k in final), method
 
