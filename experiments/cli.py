@@ -418,6 +418,10 @@ STUDIES = {  # scoresde experiment NAME: (module under experiments.studies, what
     "vs-gan": ("vs_gan", "score-based diffusion vs a GAN baseline (~14 min; --quick)"),
     "objectives": ("objectives", "time sampling x parametrisation at equal steps"),
     "path-change": ("path_change", "a trained run sampled and scored on another path"),
+    "distill-oracle": (
+        "distill_oracle",
+        "consistency distillation from the exact oracle, scored on the exact flow map",
+    ),
 }
 
 
