@@ -389,5 +389,66 @@ __all__ = [
     "is_student",
     "objective",
     "student_config",
+    "in_memory",
+    "sampler",
     "teacher_run",
 ]
+
+
+# ---------------------------------------------------------------------------- in memory
+
+
+def in_memory(
+    teacher: Run, method: str, overrides: list[str] = (), *, chunk: int = 500
+) -> tuple[Run, float]:
+    """A ``method`` student of the in-memory ``teacher`` (e.g. a run from
+    :func:`experiments.training.fit`), trained by ``fit`` with the method's defaults and
+    ``overrides``; PD runs its stages in turn, each with a fresh optimizer. Returns the
+    student and the distillation's wall time in seconds."""
+    import time
+
+    from experiments.training.fit import fit
+
+    if method not in METHODS:
+        raise DistillError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    defaults = [f"{k}={v}" for k, v in DEFAULTS[method].items()]
+    fixed = [f"distill.method={method}", "distill.teacher=(in memory)", "train.eval_every=0"]
+    fixed.append(f"eval.method={SAMPLING[method]}")
+    cfg = config_lib.apply_overrides(teacher.cfg, [*defaults, *fixed, *overrides])
+    cfg = config_lib.validate(cfg)
+    check(cfg)
+    student = initial_student(cfg, teacher).replace(source=teacher.source)
+    score, start = teacher.score_function(), time.perf_counter()
+    if method != "pd":
+        out, _, _ = fit(student.replace(objective=objective(student, score)), chunk=chunk)
+        return out.replace(objective=None), time.perf_counter() - start
+    done = 0
+    for end, steps in pd_stages(cfg):
+        run = student.replace(objective=objective(student, score, stage_steps=steps), step=0)
+        trained, _, _ = fit(run, steps=end - done, chunk=chunk)
+        done, student = end, trained.replace(objective=None)
+        score = _pure_score(student.replace(state=_raw(student)))
+    return student, time.perf_counter() - start
+
+
+def sampler(run: Run, steps: int):
+    """``draw(key, shape) -> (x, stats)``: the student's own sampler with ``steps``
+    network evaluations (as ``scoresde sample --workdir STUDENT --steps N``)."""
+    method, forward, eps = run.cfg.distill.method, run.sde, run.cfg.eval.sample_eps
+    if method in CONSISTENCY:
+        f = run.score_function()
+        kw = dict(steps=steps, eps=eps, sigma_data=run.cfg.distill.sigma_data)
+        return lambda key, shape: samplers.sample_consistency(
+            score_fn=f, sde=forward, shape=shape, key=key, **kw
+        )
+    if method == "pd":
+        f, ts = run.score_function(), pd_grid(forward, steps, eps)
+        return lambda key, shape: samplers.sample_ode(
+            score_fn=f, sde=forward, shape=shape, key=key, solver=samplers.DDIM(), ts=ts
+        )
+    from experiments.evaluation.sample import student_function
+
+    u = student_function(run)
+    return lambda key, shape: samplers.sample_meanflow(
+        mean_flow=u, sde=forward, shape=shape, key=key, steps=steps, eps=eps
+    )

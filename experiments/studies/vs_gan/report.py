@@ -244,6 +244,11 @@ def _cost_table(name: str, res: TaskResult, s: dict) -> list[str]:
         "",
         f"### Sampling cost ({name}, seed {s['seeds'][0]}, best learning rate)",
         "",
+        "Network sizes (trainable parameters): "
+        + "; ".join(sorted({f"{r.family} {r.params:,}" for r in res.runs if r.params is not None}))
+        + " (a GAN's count is generator plus discriminator; a diffusion student has its "
+        "teacher's network).",
+        "",
         f"| sampler | NFE/sample | us/sample | batch s | modes hit | TV | {SHARPNESS_NAMES[key]} |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -194,6 +194,30 @@ def sampling_cost(task: Task, runs, kept, settings: Settings) -> list[CostRow]:
         sec = _seconds(lambda draw=draw, key=key: draw(f, key, shape)[0], repeats)
         quality = task.quality(to_data(run, x))
         out.append(_cost_row(Entry(DIFFUSION, name), lr, stats["nfe"], sec, n, quality))
+    out += distilled_cost(run, lr, task, settings)
+    return out
+
+
+def distilled_cost(run: Run, lr: float, task: Task, settings: Settings) -> list[CostRow]:
+    """Rows of one- and few-step students of ``run`` (``settings.distill_methods``,
+    each trained by :func:`experiments.training.distill.in_memory` for
+    ``distill_steps``): NFE, seconds per sample and quality at each of ``distill_nfe``."""
+    from experiments.training import distill
+
+    n, repeats, out = task.n_eval, settings.repeats, []
+    shape = (n, *run.source.shape)
+    for method in settings.distill_methods:
+        steps = [f"train.steps={settings.distill_steps}"]
+        if method == "pd":  # its stages must fit in the steps: 2^k -> 1 with k <= 4
+            steps.append(f"distill.pd_start={min(16, 2 ** max(1, settings.distill_steps // 200))}")
+        student, seconds = distill.in_memory(run, method, steps, chunk=settings.chunk)
+        for nfe in settings.distill_nfe:
+            draw, key = distill.sampler(student, nfe), jax.random.key(7)
+            x, stats = draw(key, shape)
+            sec = _seconds(lambda draw=draw, key=key: draw(key, shape)[0], repeats)
+            name = f"{method.upper()} student, {nfe} step(s) ({seconds:.0f} s to distil)"
+            quality = task.quality(to_data(run, x))
+            out.append(_cost_row(Entry(DIFFUSION, name), lr, stats["nfe"], sec, n, quality))
     return out
 
 

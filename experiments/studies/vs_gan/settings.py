@@ -32,6 +32,11 @@ class Settings:
     ema_decay: float = 0.999
     chunk: int = 500
     log_every: int = 100
+    # one- and few-step students of the best score model (scoresde distill's methods),
+    # each distilled for distill_steps and sampled at distill_nfe evaluations
+    distill_methods: tuple[str, ...] = ("pd", "cd")
+    distill_steps: int = 3000
+    distill_nfe: tuple[int, ...] = (1, 2)
 
     def __post_init__(self):
         bad = [d for d in self.datasets if d not in DATASETS]
@@ -63,4 +68,6 @@ QUICK = Settings(
     ema_decay=0.95,
     chunk=150,
     log_every=50,
+    distill_methods=("pd",),
+    distill_steps=300,
 )
