@@ -202,7 +202,10 @@ def sample(
     if run.cfg.distill.method and steps is None:  # a student: its first sampling steps
         steps = run.cfg.distill.sample_steps[0]
     if run.cfg.distill.method == "pd" and method == "ode" and solver is None:
+        from experiments.training import distill
+
         solver = "ddim"  # the sampler a PD student was distilled for
+        run = distill.pd_student(run, steps)  # the stage that distilled `steps` steps
     if run.workdir is not None and distributed.is_main():
         outputs.check_writable(run.workdir, "samples")
     tuned = grid == "tuned"

@@ -388,6 +388,7 @@ __all__ = [
     "initial_student",
     "is_student",
     "objective",
+    "pd_student",
     "student_config",
     "in_memory",
     "sampler",
@@ -452,3 +453,18 @@ def sampler(run: Run, steps: int):
     return lambda key, shape: samplers.sample_meanflow(
         mean_flow=u, sde=forward, shape=shape, key=key, steps=steps, eps=eps
     )
+
+
+def pd_student(run: Run, steps: int) -> Run:
+    """The PD run's student for ``steps`` DDIM steps: the final weights when ``steps``
+    is the last stage's count (1), else the student kept at the end of the stage that
+    distilled ``steps`` steps (``stages/``; raw weights), else ``run`` unchanged (its
+    final student, sampled with more steps than it was distilled for)."""
+    if run.cfg.distill.method != "pd" or run.workdir is None:
+        return run
+    stages = pd_stages(run.cfg)
+    for k, (end, student_steps) in enumerate(stages[:-1]):
+        if student_steps == steps and _has_stage(run.workdir, k + 1):
+            stage = _stage_teacher(run, run.workdir, k + 1, None)
+            return stage.replace(state=_raw(stage), weights="raw", checkpoint="step", step=end)
+    return run
