@@ -6,6 +6,7 @@ through Stochastic Differential Equations", ICLR 2021.
 
 from ._base import AbstractSDE as AbstractSDE
 from ._base import expand_time as expand_time
+from ._distillation import CD_WEIGHTINGS as CD_WEIGHTINGS
 from ._distillation import DISTANCES as CONSISTENCY_DISTANCES
 from ._distillation import consistency_distillation_loss as consistency_distillation_loss
 from ._distillation import consistency_training_loss as consistency_training_loss
@@ -38,6 +39,7 @@ from ._vp import VPSDE as VPSDE
 from ._vp import SubVPSDE as SubVPSDE
 
 __all__ = [
+    "CD_WEIGHTINGS",
     "CONSISTENCY_DISTANCES",
     "consistency_distillation_loss",
     "consistency_training_loss",

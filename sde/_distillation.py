@@ -55,6 +55,7 @@ from ._base import AbstractSDE, expand_time
 from ._time_sampling import lognormal
 
 DISTANCES = ("l2", "pseudo_huber")
+CD_WEIGHTINGS = ("uniform", "ict")
 
 
 def _sum(x: Array) -> Array:
@@ -92,10 +93,16 @@ def consistency_distillation_loss(
     ts: Float[Array, " N"],
     distance_kind: str = "pseudo_huber",
     huber_c: float = 0.00054,
+    weighting: str = "uniform",
 ) -> Float[Array, " B"]:
     """CD's per-example loss (module docstring); ``ts`` runs up from ``eps`` to ``T``
     (e.g. ``samplers.karras_grid(...)[::-1]``), ``student(x, t)`` is the consistency
-    function being trained, ``teacher_step(x, t_from, t_to)`` one teacher ODE step."""
+    function being trained, ``teacher_step(x, t_from, t_to)`` one teacher ODE step.
+    ``weighting``: ``"uniform"`` (Song et al. 2023, lambda = 1) or ``"ict"``
+    (lambda = 1 / (sigma_{n+1} - sigma_n), Song & Dhariwal 2023, which weights the
+    small-noise links of the chain, those every other link's target rests on)."""
+    if weighting not in CD_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {CD_WEIGHTINGS}, got {weighting!r}")
     ts = jnp.asarray(ts, x0.dtype)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-D grid of >= 2 times, got shape {ts.shape}")
@@ -105,7 +112,12 @@ def consistency_distillation_loss(
     x_next = forward.perturb(x0, t_next, jax.random.normal(key_z, x0.shape, x0.dtype))
     x_now = jax.lax.stop_gradient(teacher_step(x_next, t_next, t_now))
     target = jax.lax.stop_gradient(student(x_now, t_now))
-    return distance(student(x_next, t_next), target, distance_kind, huber_c)
+    loss = distance(student(x_next, t_next), target, distance_kind, huber_c)
+    if weighting == "uniform":
+        return loss
+    a1, s1 = forward.marginal(t_next)
+    a0, s0 = forward.marginal(t_now)
+    return loss / jnp.maximum(s1 / a1 - s0 / a0, 1e-12)
 
 
 def ect_pair(

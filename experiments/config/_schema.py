@@ -151,6 +151,8 @@ class DistillConfig:
     # cd/ect: distance "l2" | "pseudo_huber" (c = huber_c * sqrt(D), Song & Dhariwal 2023)
     distance: str = "pseudo_huber"
     huber_c: float = 0.00054
+    # cd: "ict" (1 / (sigma_{n+1} - sigma_n), Song & Dhariwal 2023) | "uniform" (lambda = 1)
+    weighting: str = "ict"
     sigma_data: float = 0.5  # cd/ect: c_skip, c_out of the boundary condition
     ect_q: float = 4.0  # ect: dt/t shrinks by q each stage (Geng et al. 2024)
     ect_stages: int = 8  # ect: stages over train.steps

@@ -74,7 +74,14 @@ def distil(oracle, seed: int, steps: int, n_points: int, batch: int = 512, lr: f
             score = networks.score_fn(model, forward, param)
             f = networks.consistency_function(score, forward, EPS, sigma_data)
             return sde_lib.consistency_distillation_loss(
-                f, teacher, forward, x0, k_loss, ts=ts, distance_kind="pseudo_huber"
+                f,
+                teacher,
+                forward,
+                x0,
+                k_loss,
+                ts=ts,
+                distance_kind="pseudo_huber",
+                weighting="ict",
             ).mean()
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)

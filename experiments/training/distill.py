@@ -99,6 +99,11 @@ def check(cfg: config_lib.Config) -> None:
         raise DistillError(f"distill.ect_stages must be >= 1, got {d.ect_stages}")
     if not d.sample_steps or any(n < 1 for n in d.sample_steps):
         raise DistillError(f"distill.sample_steps must be steps >= 1, got {d.sample_steps}")
+    if d.weighting not in sde_lib.CD_WEIGHTINGS:
+        raise DistillError(
+            f"distill.weighting must be one of {', '.join(sde_lib.CD_WEIGHTINGS)}, "
+            f"got {d.weighting!r}"
+        )
     if d.distance not in sde_lib.CONSISTENCY_DISTANCES:
         raise DistillError(
             f"distill.distance must be one of {', '.join(sde_lib.CONSISTENCY_DISTANCES)}, "
@@ -255,8 +260,9 @@ def objective(run: Run, teacher_score, stage_steps: int | None = None):
             f = _student_consistency(model, labels)
             teacher = samplers.pf_ode_step(_labelled(teacher_score, labels), forward, solver)
             return sde_lib.consistency_distillation_loss(
-                f, teacher, forward, x0, key, ts=ts, distance_kind=d.distance, huber_c=d.huber_c
-            )
+                f, teacher, forward, x0, key, ts=ts, distance_kind=d.distance,
+                huber_c=d.huber_c, weighting=d.weighting,
+            )  # fmt: skip
 
     elif d.method == "ect":
 
