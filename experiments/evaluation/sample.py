@@ -221,6 +221,10 @@ def sample(
     )
     if method == "consistency":
         kwargs["sigma_data"] = run.cfg.distill.sigma_data
+        if grid is None and "ts" in kwargs:  # the student's own times (CD: its grid's)
+            from experiments.training import distill
+
+            kwargs["ts"] = distill.sampling_grid(run.cfg, run.sde, len(kwargs["ts"]) - 1)
     requested = requested_labels(run, labels, n)
     if requested is None and guidance:
         raise ValueError("guidance needs a class to guide towards: give labels (--class)")

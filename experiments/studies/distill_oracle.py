@@ -39,8 +39,10 @@ from experiments._parser import Parser
 from experiments.bench.solvers import oracle_problem, reference
 from experiments.evaluation import mixture_metrics as metrics
 from experiments.studies.vs_gan.tasks import RING_WEIGHTS
+from experiments.training.distill import snapped_grid
 
 EPS = 1e-3
+N_POINTS = 18  # the CD grid (Song et al. 2023)
 
 
 def problems() -> dict[str, sde_lib.MixtureOracle]:
@@ -124,9 +126,11 @@ def evaluate(oracle, student, sigma_data: float, n: int, seed: int) -> dict:
     key_prior = jax.random.split(key)[0]  # sample_consistency's prior draw
     x_ref, _ = reference(oracle.score, forward, shape, key_prior, 1e-7, EPS)
     out = {}
+    train_grid = samplers.karras_grid(forward, N_POINTS - 1, EPS)[::-1]
     for steps in (1, 2, 4):
+        ts = snapped_grid(forward, steps, EPS, train_grid)  # the times the student saw
         x, stats = samplers.sample_consistency(
-            score_fn=student, sde=forward, shape=shape, key=key, steps=steps, eps=EPS,
+            score_fn=student, sde=forward, shape=shape, key=key, ts=ts, eps=EPS,
             sigma_data=sigma_data,
         )  # fmt: skip
         out[f"student_{steps}"] = {**_quality(x, mix, x_ref), "nfe": int(stats["nfe"])}
@@ -155,7 +159,7 @@ def run(workdir: pathlib.Path, quick: bool, steps: int | None = None, seeds=None
         rows = []
         for seed in seeds:
             start = time.perf_counter()
-            student, sigma_data = distil(oracle, seed, steps, n_points=18)
+            student, sigma_data = distil(oracle, seed, steps, n_points=N_POINTS)
             row = evaluate(oracle, student, sigma_data, n, seed)
             row["distill_seconds"] = time.perf_counter() - start
             rows.append(row)
