@@ -107,6 +107,7 @@ def _mlp(c, m: MLPConfig, shape, rngs, num_classes):
         embed_dim=c.embed_dim,
         embedding=c.embedding,
         dropout=c.dropout,
+        interval_time=c.interval_time,
         rngs=rngs,
     )
 
@@ -120,6 +121,7 @@ def _unet(c, u: UNetConfig, shape, rngs, num_classes):
         embed_dim=c.embed_dim,
         embedding=c.embedding,
         dropout=c.dropout,
+        interval_time=c.interval_time,
         rngs=rngs,
     )
 
@@ -148,6 +150,7 @@ def _ncsnpp(variant: str):
             dtype=compute_dtype(n.compute_dtype),
             remat=n.remat,
             num_classes=num_classes,
+            interval_time=c.interval_time,
             rngs=rngs,
         )
 
@@ -177,6 +180,7 @@ def _dit(c, d: DiTConfig, shape, rngs, num_classes):
         num_classes=num_classes,
         dtype=compute_dtype(d.compute_dtype),
         remat=d.remat,
+        interval_time=c.interval_time,
         rngs=rngs,
     )
 

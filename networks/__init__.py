@@ -36,6 +36,8 @@ from ._embedding import sinusoidal_embedding as sinusoidal_embedding
 from ._histogram import HistogramResidual as HistogramResidual
 from ._histogram import truncated_normal_stats as truncated_normal_stats
 from ._layers import count_params as count_params
+from ._mean_flow import MeanFlowFunction as MeanFlowFunction
+from ._mean_flow import mean_flow_fn as mean_flow_fn
 from ._mlp import MLPScoreNet as MLPScoreNet
 from ._ncsnpp import NCSNpp as NCSNpp
 from ._ncsnpp import ddpm_cifar10 as ddpm_cifar10
@@ -53,6 +55,8 @@ from ._score_function import score_fn as score_fn
 from ._unet import SmallUNet as SmallUNet
 
 __all__ = [
+    "MeanFlowFunction",
+    "mean_flow_fn",
     "ConsistencyFunction",
     "consistency_function",
     "AbstractParametrisation",

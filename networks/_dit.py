@@ -35,7 +35,12 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from ._checks import check_choice, check_int, check_positive
-from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
+from ._embedding import (
+    EMBEDDINGS,
+    ConditionEmbedding,
+    LabelEmbedding,
+    broadcast_conds,
+)
 from ._layers import ddpm_uniform, variance_scaling_uniform
 
 xavier_uniform = ddpm_uniform  # variance 2 / (fan_in + fan_out), DiT's basic init
@@ -212,6 +217,7 @@ class DiT(nnx.Module):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         remat: bool = False,
+        interval_time: bool = False,
         rngs: nnx.Rngs,
     ):
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -251,8 +257,9 @@ class DiT(nnx.Module):
             return nnx.Linear(i, o, kernel_init=normal, **kw)
 
         self.embed = ConditionEmbedding(
-            embedding, embed_dim, width, cond_scale, linear=linear, rngs=rngs
-        )
+            embedding, embed_dim, width, cond_scale, linear=linear,
+            interval_time=interval_time, rngs=rngs,
+        )  # fmt: skip
         self.label = (
             None
             if num_classes is None
@@ -332,7 +339,7 @@ class DiT(nnx.Module):
         dtype = x.dtype if self.dtype is None else self.dtype
         patches = x.reshape(b, g, p, g, p, -1).transpose(0, 1, 3, 2, 4, 5).reshape(b, g * g, -1)
         h = self.patchify(patches.astype(dtype)) + sincos_positions(g, self.width).astype(dtype)
-        c = self.embed(broadcast_cond(cond, x, jnp.float32))
+        c = self.embed(broadcast_conds(cond, x, self.embed.interval_time, jnp.float32))
         if self.pooled is not None and pooled is not None:
             c = c + self.pooled(pooled.astype(dtype)).astype(c.dtype)
         if self.label is not None:

@@ -92,6 +92,20 @@ def broadcast_cond(cond: ArrayLike, x: Array, dtype=None) -> Array:
     return jnp.broadcast_to(cond, x.shape[:1])
 
 
+def broadcast_conds(cond: ArrayLike, x: Array, interval: bool, dtype=None) -> Array:
+    """:func:`broadcast_cond`, or with ``interval`` a ``[B, 2]`` pair of conditions
+    (a ``[2]`` pair is broadcast to every row)."""
+    if not interval:
+        return broadcast_cond(cond, x, dtype)
+    cond = jnp.asarray(cond, dtype=x.dtype if dtype is None else dtype)
+    if cond.shape not in ((2,), (x.shape[0], 2)):
+        raise ValueError(
+            f"cond must have shape [B, 2]=[{x.shape[0]}, 2] (time condition, interval "
+            f"t - r) for a network built with interval_time=True, got shape {cond.shape}"
+        )
+    return jnp.broadcast_to(cond, (x.shape[0], 2))
+
+
 def _as_batch(cond: ArrayLike) -> Array:
     cond = jnp.asarray(cond)
     if not jnp.issubdtype(cond.dtype, jnp.floating):
@@ -122,6 +136,7 @@ class ConditionEmbedding(nnx.Module):
         *,
         fourier_scale: float = 16.0,
         linear: Callable[[int, int], nnx.Linear] | None = None,
+        interval_time: bool = False,
         rngs: nnx.Rngs,
     ):
         check_choice("embedding", embedding, EMBEDDINGS)
@@ -141,13 +156,41 @@ class ConditionEmbedding(nnx.Module):
 
         self.dense0 = linear(embed_dim, out_dim)
         self.dense1 = linear(out_dim, out_dim)
+        # MeanFlow's interval h = t - r (cond's second column): its own features and a
+        # dense layer that starts at zero, so the network starts as its one-time self
+        self.interval_time = bool(interval_time)
+        if self.interval_time:
+            self.interval_fourier = (
+                GaussianFourierProjection(embed_dim, fourier_scale, rngs=rngs)
+                if embedding == "fourier"
+                else None
+            )
+            interval = linear(embed_dim, out_dim)
+            interval.kernel[...] = jnp.zeros_like(interval.kernel[...])
+            if interval.bias is not None:
+                interval.bias[...] = jnp.zeros_like(interval.bias[...])
+            self.interval = interval
+        else:
+            self.interval_fourier, self.interval = None, None
+
+    def _features(self, c: Array, fourier) -> Array:
+        c = self.cond_scale * c
+        return fourier(c) if fourier is not None else sinusoidal_embedding(c, self.embed_dim)
 
     def __call__(self, cond: Float[Array, " B"]) -> Float[Array, "B F"]:
-        c = self.cond_scale * _as_batch(cond)
-        emb = (
-            self.fourier(c) if self.fourier is not None else sinusoidal_embedding(c, self.embed_dim)
+        cond = jnp.asarray(cond)
+        if self.interval is None:
+            return self.dense1(nnx.silu(self.dense0(self._features(_as_batch(cond), self.fourier))))
+        if cond.ndim != 2 or cond.shape[1] != 2:
+            raise ValueError(
+                "a network built with interval_time=True takes cond of shape [B, 2] (time "
+                f"condition, interval t - r), got shape {cond.shape}"
+            )
+        hidden = self.dense0(self._features(_as_batch(cond[:, 0]), self.fourier))
+        hidden = hidden + self.interval(
+            self._features(_as_batch(cond[:, 1]), self.interval_fourier)
         )
-        return self.dense1(nnx.silu(self.dense0(emb)))
+        return self.dense1(nnx.silu(hidden))
 
 
 class LabelEmbedding(nnx.Module):

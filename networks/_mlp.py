@@ -6,7 +6,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_rate
-from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
+from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_conds
 from ._layers import lecun_uniform
 
 
@@ -63,6 +63,7 @@ class MLPScoreNet(nnx.Module):
         cond_scale: float | None = None,
         cond_dim: int | None = None,
         num_classes: int | None = None,
+        interval_time: bool = False,
         rngs: nnx.Rngs,
     ):
         self.dim = check_int("dim", dim, 1)
@@ -72,7 +73,9 @@ class MLPScoreNet(nnx.Module):
         check_choice("embedding", embedding, EMBEDDINGS)
         check_rate("dropout", dropout)
         cond_dim = hidden if cond_dim is None else check_int("cond_dim", cond_dim, 1)
-        self.embed = ConditionEmbedding(embedding, embed_dim, cond_dim, cond_scale, rngs=rngs)
+        self.embed = ConditionEmbedding(
+            embedding, embed_dim, cond_dim, cond_scale, interval_time=interval_time, rngs=rngs
+        )
         # class conditioning: a label embedding added to the time embedding's output
         self.label = (
             None
@@ -107,7 +110,7 @@ class MLPScoreNet(nnx.Module):
             raise ValueError(f"x must have shape [B, {self.dim}], got shape {x.shape}")
         if labels is not None and self.label is None:
             raise ValueError("labels were given to a network built with num_classes=None")
-        e = self.embed(broadcast_cond(cond, x))
+        e = self.embed(broadcast_conds(cond, x, self.embed.interval_time))
         if self.label is not None:
             e = e + self.label(labels, x.shape[0])
         e = nnx.silu(e)

@@ -50,7 +50,12 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_positive, check_rate
-from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
+from ._embedding import (
+    EMBEDDINGS,
+    ConditionEmbedding,
+    LabelEmbedding,
+    broadcast_conds,
+)
 from ._layers import avg_pool2, ddpm_init, ddpm_uniform, nearest_up2, variance_scaling_uniform
 
 RESBLOCK_TYPES = ("biggan", "ddpm")
@@ -279,6 +284,7 @@ class NCSNpp(nnx.Module):
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         remat: bool = False,
+        interval_time: bool = False,
         rngs: nnx.Rngs,
     ):
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -328,6 +334,7 @@ class NCSNpp(nnx.Module):
             cond_scale,
             fourier_scale=fourier_scale,
             linear=L.dense,
+            interval_time=interval_time,
             rngs=rngs,
         )
         self.label = (
@@ -407,7 +414,7 @@ class NCSNpp(nnx.Module):
             )
         if labels is not None and self.num_classes is None:
             raise ValueError("labels were given to a network built with num_classes=None")
-        cond = broadcast_cond(cond, x, jnp.float32)  # float32 even for bf16 inputs
+        cond = broadcast_conds(cond, x, self.embed.interval_time, jnp.float32)  # float32 for bf16
         e = self.embed(cond)
         if self.label is not None:
             e = e + self.label(labels, x.shape[0])

@@ -7,7 +7,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from ._checks import check_choice, check_int, check_rate
-from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_cond
+from ._embedding import EMBEDDINGS, ConditionEmbedding, LabelEmbedding, broadcast_conds
 from ._layers import ddpm_uniform, nearest_up2
 
 
@@ -86,6 +86,7 @@ class SmallUNet(nnx.Module):
         num_groups: int = 8,
         cond_scale: float | None = None,
         num_classes: int | None = None,
+        interval_time: bool = False,
         rngs: nnx.Rngs,
     ):
         self.in_channels = check_int("in_channels", in_channels, 1)
@@ -105,7 +106,9 @@ class SmallUNet(nnx.Module):
             )
         self.channels = channels
         emb_dim = 4 * channels[0]
-        self.embed = ConditionEmbedding(embedding, embed_dim, emb_dim, cond_scale, rngs=rngs)
+        self.embed = ConditionEmbedding(
+            embedding, embed_dim, emb_dim, cond_scale, interval_time=interval_time, rngs=rngs
+        )
         self.label = (
             None
             if num_classes is None
@@ -165,7 +168,7 @@ class SmallUNet(nnx.Module):
             )
         if labels is not None and self.label is None:
             raise ValueError("labels were given to a network built with num_classes=None")
-        e = self.embed(broadcast_cond(cond, x))
+        e = self.embed(broadcast_conds(cond, x, self.embed.interval_time))
         if self.label is not None:
             e = e + self.label(labels, x.shape[0])
         h = self.conv_in(x)

@@ -39,6 +39,7 @@ from ._likelihood import bits_per_dim as bits_per_dim
 from ._likelihood import exact_divergence as exact_divergence
 from ._likelihood import hutchinson_divergence as hutchinson_divergence
 from ._likelihood import log_likelihood as log_likelihood
+from ._meanflow import sample_meanflow as sample_meanflow
 from ._ode import sample_ode as sample_ode
 from ._pc import sample_pc as sample_pc
 from ._reverse import reverse_pf_drift as reverse_pf_drift
@@ -58,6 +59,7 @@ from ._stepping import batch_max_rms as batch_max_rms
 from ._stepping import evaluations_per_step as evaluations_per_step
 
 __all__ = [
+    "sample_meanflow",
     "pf_ode_step",
     "sample_consistency",
     "AbstractCorrector",

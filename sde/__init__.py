@@ -22,6 +22,10 @@ from ._losses import dsm_loss as dsm_loss
 from ._losses import dsm_loss_at as dsm_loss_at
 from ._losses import loss_weight as loss_weight
 from ._losses import sample_time as sample_time
+from ._meanflow import conditional_velocity as conditional_velocity
+from ._meanflow import meanflow_loss as meanflow_loss
+from ._meanflow import meanflow_times as meanflow_times
+from ._meanflow import pf_velocity as pf_velocity
 from ._mixture import GaussianMixture as GaussianMixture
 from ._mixture import MixtureOracle as MixtureOracle
 from ._path_change import PathChange as PathChange
@@ -39,6 +43,10 @@ from ._vp import VPSDE as VPSDE
 from ._vp import SubVPSDE as SubVPSDE
 
 __all__ = [
+    "conditional_velocity",
+    "meanflow_loss",
+    "meanflow_times",
+    "pf_velocity",
     "CD_WEIGHTINGS",
     "CONSISTENCY_DISTANCES",
     "consistency_distillation_loss",
