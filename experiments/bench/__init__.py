@@ -11,6 +11,7 @@ goes through :mod:`experiments.timing`.
 - ``train`` (:mod:`.train`): the training step against a hand-written JAX/Optax step.
 - ``solvers`` (:mod:`.solvers`): error against NFE for every fixed-step solver and grid.
 - ``scale`` (:mod:`.scale`): training throughput against the number of devices.
+- ``distill`` (:mod:`.distill`): a one-step student's sample against one forward pass.
 - ``gpu_ddpmpp`` (:mod:`.gpu_ddpmpp`): DDPM++ at CIFAR-10 size on an accelerator,
   through the real training step: steps/s, MFU, sampling speed.
 
@@ -39,7 +40,7 @@ def _main_of(module: str) -> Callable[[list[str] | None], int]:
 
 
 BENCHES: dict[str, Callable[[list[str] | None], int]] = {
-    name: _main_of(name) for name in ("core", "train", "solvers", "scale", "gpu_ddpmpp")
+    name: _main_of(name) for name in ("core", "train", "solvers", "scale", "gpu_ddpmpp", "distill")
 }
 
 
@@ -49,6 +50,7 @@ SUMMARIES = {
     "solvers": "error against NFE for every fixed-step solver and grid",
     "scale": "training throughput against the number of devices",
     "gpu_ddpmpp": "DDPM++ at CIFAR-10 size on an accelerator: steps/s, MFU, sampling",
+    "distill": "a one-step student's sample against one forward pass of its network",
 }
 
 

@@ -67,9 +67,9 @@ def test_time_calls_rejects_bad_counts(options):
 
 
 def test_bench_table_and_help(capsys):
-    assert list(bench.BENCHES) == ["core", "train", "solvers", "scale", "gpu_ddpmpp"]
+    assert list(bench.BENCHES) == ["core", "train", "solvers", "scale", "gpu_ddpmpp", "distill"]
     assert bench.main(["--help"]) == 0
-    assert "{core,train,solvers,scale,gpu_ddpmpp}" in capsys.readouterr().out
+    assert "{core,train,solvers,scale,gpu_ddpmpp,distill}" in capsys.readouterr().out
     for argv in ([], ["--no-such-option"], ["cores"]):  # lists them, starts none
         assert bench.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()

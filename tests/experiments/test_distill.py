@@ -16,6 +16,7 @@ from experiments.run import Run
 from experiments.training import checkpoint
 from tests.helpers import tiny_run
 
+METHODS = ("cd", "ect", "pd", "meanflow")
 STUDENT = [
     "train.steps=8",
     "train.batch_size=32",
@@ -41,7 +42,7 @@ def teacher(tmp_path_factory):
 def students(teacher, tmp_path_factory):
     """One uninterrupted student per method: work dir and its final weights."""
     out = {}
-    for method in ("cd", "ect", "pd"):
+    for method in METHODS:
         workdir = tmp_path_factory.mktemp(method) / "student"
         argv = ["distill", "--method", method, "--teacher", str(teacher), "--workdir"]
         assert cli.main([*argv, str(workdir), "--quiet", *STUDENT]) == 0
@@ -55,7 +56,7 @@ def _weights(workdir) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): np.array(x) for p, x in flat}
 
 
-@pytest.mark.parametrize("method", ["cd", "ect", "pd"])
+@pytest.mark.parametrize("method", METHODS)
 def test_student_work_dir_samples_with_its_method(students, method, capsys):
     workdir, _ = students[method]
     cfg = config_lib.read(workdir / "config.json")
@@ -75,14 +76,17 @@ def test_student_work_dir_samples_with_its_method(students, method, capsys):
 def test_students_start_from_the_teacher_and_move(students, teacher):
     t_state = _weights(teacher)
     for method, (_, final) in students.items():
-        assert final.keys() == t_state.keys(), method
-        assert any(not np.array_equal(final[k], t_state[k]) for k in final), method
+        if method == "meanflow":  # the interval embedding is new; the rest is the teacher's
+            assert final.keys() > t_state.keys() and any("interval" in k for k in final)
+        else:
+            assert final.keys() == t_state.keys(), method
+        assert any(not np.array_equal(final[k], t_state[k]) for k in t_state), method
 
 
 @pytest.mark.parametrize(
     ("method", "resume_at", "drop_stage"),
-    [("cd", 2, False), ("pd", 2, False), ("pd", 6, False), ("pd", 4, True)],
-    ids=["cd-at-2", "pd-stage0", "pd-stage1", "pd-boundary-stage-lost"],
+    [("cd", 2, False), ("meanflow", 4, False), ("pd", 2, False), ("pd", 6, False), ("pd", 4, True)],
+    ids=["cd-at-2", "meanflow-at-4", "pd-stage0", "pd-stage1", "pd-boundary-stage-lost"],
 )
 def test_resume_ends_at_the_uninterrupted_weights(
     students, teacher, tmp_path, method, resume_at, drop_stage
@@ -132,3 +136,17 @@ def test_a_student_is_resumed_with_its_own_method_only(students, capsys):
     code = cli.main(["distill", "--workdir", str(workdir), "--method", "ect", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "holds a cd student" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("method", ["meanflow", "ect"])
+def test_meanflow_and_consistency_training_train_from_data(tmp_path, method, capsys):
+    """With ``--teacher`` omitted the student starts from a fresh network of the config
+    and learns from the data alone (the conditional velocity / ECT's pairs)."""
+    workdir = tmp_path / "student"
+    argv = ["distill", "--method", method, "--config", "checkerboard", "--workdir"]
+    overrides = tiny_run(4, extra={"eval.n_samples": 16, "eval.batch_size": 16})
+    assert cli.main([*argv, str(workdir), "--quiet", *overrides]) == 0
+    cfg = config_lib.read(workdir / "config.json")
+    assert cfg.distill.method == method and not cfg.distill.teacher
+    saved = np.load(workdir / "samples.npz", allow_pickle=False)["samples"]
+    assert saved.shape == (16, 2) and np.all(np.isfinite(saved))
