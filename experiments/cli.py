@@ -422,6 +422,7 @@ STUDIES = {  # scoresde experiment NAME: (module under experiments.studies, what
         "distill_oracle",
         "consistency distillation from the exact oracle, scored on the exact flow map",
     ),
+    "distill-table": ("distill_table", "students beside their teacher at 1, 2, 4 steps"),
 }
 
 

@@ -150,3 +150,26 @@ def test_meanflow_and_consistency_training_train_from_data(tmp_path, method, cap
     assert cfg.distill.method == method and not cfg.distill.teacher
     saved = np.load(workdir / "samples.npz", allow_pickle=False)["samples"]
     assert saved.shape == (16, 2) and np.all(np.isfinite(saved))
+
+
+def test_support_share_counts_the_board_squares_exactly():
+    from experiments.studies.distill_table import support_share
+
+    # cell (i, j) = floor(x / 2) is on the board when i + j is even, inside [-4, 4)^2
+    on = np.array([[-3.0, -3.0], [1.0, 1.0], [-1.0, 3.0], [3.9, -0.1]])
+    off = np.array([[-3.0, -1.0], [1.0, -1.0], [4.0, 0.5], [0.5, -4.5]])
+    assert support_share(on) == (1.0, 0.0) and support_share(off) == (0.0, 0.0)
+    share, se = support_share(np.concatenate([on, off[:2]]))
+    assert share == pytest.approx(4 / 6) and se == pytest.approx(np.sqrt(4 / 6 * 2 / 6 / 6))
+
+
+def test_distill_table_samples_students_as_sample_does(students, teacher, tmp_path, capsys):
+    cd, _ = students["cd"]
+    argv = ["experiment", "distill-table", "--teacher", str(teacher), "--students", str(cd)]
+    assert cli.main([*argv, "--steps", "1", "2", "--n", "16", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "distill_table.json").read_text())
+    assert [(r["method"], r["steps"], r["nfe"]) for r in rows[1:]] == [("cd", 1, 1), ("cd", 2, 2)]
+    assert rows[0]["method"] == "teacher" and all(0 <= r["support_share"] <= 1 for r in rows)
+    assert rows[1]["distill_seconds"] > 0
+    text = (tmp_path / "distill_table.md").read_text()
+    assert "| student | cd |" in text and "| run | teacher |" in text
