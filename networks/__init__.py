@@ -26,6 +26,7 @@ Example::
 
 from ._consistency import ConsistencyFunction as ConsistencyFunction
 from ._consistency import consistency_function as consistency_function
+from ._consistency import output_scale as output_scale
 from ._dit import DiT as DiT
 from ._dit import dit as dit
 from ._dit import uvit_cifar10 as uvit_cifar10
@@ -58,6 +59,7 @@ __all__ = [
     "MeanFlowFunction",
     "mean_flow_fn",
     "ConsistencyFunction",
+    "output_scale",
     "consistency_function",
     "AbstractParametrisation",
     "DataPrediction",

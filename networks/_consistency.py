@@ -74,6 +74,37 @@ def consistency_function(
     return f
 
 
+def output_scale(
+    sde: AbstractSDE, parametrisation, sigma_data: float = 0.5
+) -> Callable[[Array], Array]:
+    r"""``scale(t)``: how much more the data prediction :math:`\hat x_0` moves per unit
+    of network output under ``parametrisation`` than under EDM's preconditioning,
+    :math:`|\partial \hat x_0 / \partial\, \text{out}| / c_\text{out}(\sigma)` with
+    :math:`c_\text{out} = \sigma \sigma_d / \sqrt{\sigma^2 + \sigma_d^2}` (1 for
+    :class:`networks.EDMPreconditioning`; :math:`\sqrt{\sigma^2 + \sigma_d^2}/\sigma_d`
+    for noise prediction, 314 at the VP SDE's :math:`\sigma(T) = 157`).
+
+    The consistency losses' weights (ECT's :math:`1/\Delta\sigma`, iCT's) were set for
+    EDM's network; dividing a loss by this scale gives the network's output the
+    gradients it would have there. Without it a noise-prediction student's gradient is
+    dominated by the largest noise levels, where a unit of output error is
+    :math:`\sigma` units of :math:`\hat x_0` (consistency tuning of the checkerboard
+    teacher diverged so). Every parametrisation here is affine in the output, element
+    by element, so the slope is read from two evaluations of ``to_score``.
+    """
+
+    def scale(t: Array) -> Array:
+        x = jnp.zeros((jnp.shape(t)[0], 1), jnp.asarray(t).dtype)
+        a, s = sde.marginal(t)
+        slope = parametrisation.to_score(sde, x, t, jnp.ones_like(x))
+        slope = slope - parametrisation.to_score(sde, x, t, jnp.zeros_like(x))
+        sigma = s / a
+        c_out = sigma * sigma_data / jnp.sqrt(sigma**2 + sigma_data**2)
+        return jnp.abs(slope[:, 0]) * s**2 / a / c_out
+
+    return scale
+
+
 class ConsistencyFunction(eqx.Module):
     """A pure consistency function: :func:`consistency_function` of a pure score
     function (e.g. :class:`networks.ScoreFunction`), so new weights do not recompile.

@@ -22,6 +22,7 @@ from ._losses import dsm_loss as dsm_loss
 from ._losses import dsm_loss_at as dsm_loss_at
 from ._losses import loss_weight as loss_weight
 from ._losses import sample_time as sample_time
+from ._meanflow import MEANFLOW_TIMES as MEANFLOW_TIMES
 from ._meanflow import conditional_velocity as conditional_velocity
 from ._meanflow import meanflow_loss as meanflow_loss
 from ._meanflow import meanflow_times as meanflow_times
@@ -46,6 +47,7 @@ __all__ = [
     "conditional_velocity",
     "meanflow_loss",
     "meanflow_times",
+    "MEANFLOW_TIMES",
     "pf_velocity",
     "CD_WEIGHTINGS",
     "CONSISTENCY_DISTANCES",

@@ -94,13 +94,16 @@ def consistency_distillation_loss(
     distance_kind: str = "pseudo_huber",
     huber_c: float = 0.00054,
     weighting: str = "uniform",
+    output_scale: Callable[[Array], Array] | None = None,
 ) -> Float[Array, " B"]:
     """CD's per-example loss (module docstring); ``ts`` runs up from ``eps`` to ``T``
     (e.g. ``samplers.karras_grid(...)[::-1]``), ``student(x, t)`` is the consistency
     function being trained, ``teacher_step(x, t_from, t_to)`` one teacher ODE step.
     ``weighting``: ``"uniform"`` (Song et al. 2023, lambda = 1) or ``"ict"``
     (lambda = 1 / (sigma_{n+1} - sigma_n), Song & Dhariwal 2023, which weights the
-    small-noise links of the chain, those every other link's target rests on)."""
+    small-noise links of the chain, those every other link's target rests on).
+    ``output_scale(t)``: the loss is divided by it at the student's time
+    (:func:`networks.output_scale`: the weights as for EDM's network)."""
     if weighting not in CD_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {CD_WEIGHTINGS}, got {weighting!r}")
     ts = jnp.asarray(ts, x0.dtype)
@@ -113,6 +116,8 @@ def consistency_distillation_loss(
     x_now = jax.lax.stop_gradient(teacher_step(x_next, t_next, t_now))
     target = jax.lax.stop_gradient(student(x_now, t_now))
     loss = distance(student(x_next, t_next), target, distance_kind, huber_c)
+    if output_scale is not None:
+        loss = loss / jax.lax.stop_gradient(output_scale(t_next))
     if weighting == "uniform":
         return loss
     a1, s1 = forward.marginal(t_next)
@@ -129,7 +134,7 @@ def ect_pair(
     total_steps: int,
     eps: float,
     stages: int = 8,
-    q: float = 4.0,
+    q: float = 2.0,
     k: float = 8.0,
     b: float = 1.0,
     p_mean: float = -1.1,
@@ -162,10 +167,12 @@ def consistency_training_loss(
     eps: float,
     distance_kind: str = "pseudo_huber",
     huber_c: float = 0.00054,
+    output_scale: Callable[[Array], Array] | None = None,
     **pair_options,
 ) -> Float[Array, " B"]:
     """ECT's per-example loss at training ``step`` of ``total_steps`` (module
-    docstring); ``pair_options`` go to :func:`ect_pair`."""
+    docstring); ``pair_options`` go to :func:`ect_pair`; ``output_scale`` as in
+    :func:`consistency_distillation_loss`."""
     key_t, key_z = jax.random.split(key)
     t, r, sigma_t, sigma_r = ect_pair(
         forward, key_t, x0.shape[0], step, total_steps=total_steps, eps=eps,
@@ -174,6 +181,8 @@ def consistency_training_loss(
     z = jax.random.normal(key_z, x0.shape, x0.dtype)
     target = jax.lax.stop_gradient(student(forward.perturb(x0, r, z), r))
     weight = 1.0 / jnp.maximum(sigma_t - sigma_r, 1e-12)
+    if output_scale is not None:
+        weight = weight / jax.lax.stop_gradient(output_scale(t))
     return weight * distance(student(forward.perturb(x0, t, z), t), target, distance_kind, huber_c)
 
 

@@ -71,6 +71,7 @@ class SDEConfig:
     beta_max: float = 20.0
     sigma_min: float = 0.01
     sigma_max: float = 50.0
+    t_max: float = 0.999  # rf: the end time T < 1
 
 
 @dataclass(frozen=True)
@@ -153,13 +154,24 @@ class DistillConfig:
     huber_c: float = 0.00054
     # cd: "ict" (1 / (sigma_{n+1} - sigma_n), Song & Dhariwal 2023) | "uniform" (lambda = 1)
     weighting: str = "ict"
+    # cd/ect: "edm" divides the loss by networks.output_scale (the weights as for EDM's
+    # network, whatever the student's parametrisation) | "none"
+    output_weighting: str = "edm"
     sigma_data: float = 0.5  # cd/ect: c_skip, c_out of the boundary condition
-    ect_q: float = 4.0  # ect: dt/t shrinks by q each stage (Geng et al. 2024)
+    ect_q: float = 2.0  # ect: dt/t shrinks by q each stage (Geng et al. 2024: q = 2)
     ect_stages: int = 8  # ect: stages over train.steps
     ect_k: float = 8.0  # ect: n(t) = 1 + k sigmoid(-b t)
     ect_b: float = 1.0
     pd_start: int = 64  # pd: the teacher's DDIM steps; halved per stage down to 1
+    # meanflow with a teacher: "rf" learns the teacher's flow on the rectified-flow path
+    # of the same log-SNR range (a fresh velocity-prediction network) | "teacher": on the
+    # teacher's own path, from its weights
+    meanflow_path: str = "rf"
+    # meanflow: the velocity in the target, "data" (the conditional z - x0 of the paper,
+    # unbiased) | "teacher" (the teacher's probability-flow velocity)
+    meanflow_velocity: str = "data"
     meanflow_p_equal: float = 0.75  # meanflow: share of pairs with r = t (flow matching)
+    meanflow_times: str = "uniform"  # meanflow: "uniform" | "logit_normal" (the paper's)
     meanflow_norm_p: float = 1.0  # meanflow: adaptive loss weight 1 / (|err|^2 + c)^p
     sample_steps: tuple[int, ...] = (1, 2)  # steps the end of a run samples with
 

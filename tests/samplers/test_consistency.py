@@ -257,3 +257,24 @@ def test_cd_with_the_exact_teacher_converges_to_the_exact_flow_map():
     # iCT's weighting of the chain's small-noise links: 4x closer at the same steps
     _, weighted = _distil_gaussian(18, 1500, weighting="ict")
     assert weighted < 0.5 * fine, (fine, weighted)
+
+
+@pytest.mark.parametrize(
+    "forward", [VP, sde.VESDE(sigma_min=0.01, sigma_max=50.0)], ids=["vp", "ve"]
+)
+def test_output_scale_is_each_parametrisations_slope_against_edms(forward):
+    """d x0_hat / d out over EDM's c_out, against the closed forms: noise prediction
+    x0_hat = (x - s eps)/a has slope sigma, so sqrt(sigma^2 + sd^2)/sd; data prediction
+    slope 1, so 1/c_out; EDM's own network 1."""
+    t = jnp.array([EPS, 0.1, 0.5, 1.0])
+    a, s = forward.marginal(t)
+    sigma, sd = s / a, 0.5
+    c_out = sigma * sd / jnp.sqrt(sigma**2 + sd**2)
+    expect = {
+        networks.NoisePrediction(): jnp.sqrt(sigma**2 + sd**2) / sd,
+        networks.DataPrediction(): 1 / c_out,
+        networks.EDMDenoiser(sigma_data=sd): jnp.ones_like(t),
+    }
+    for param, want in expect.items():
+        got = networks.output_scale(forward, param, sd)(t)
+        np.testing.assert_allclose(got, want, rtol=2e-5, err_msg=type(param).__name__)
