@@ -75,7 +75,7 @@ def consistency_function(
 
 
 def output_scale(
-    sde: AbstractSDE, parametrisation, sigma_data: float = 0.5
+    sde: AbstractSDE, parametrisation, sigma_data: float = 0.5, shape: tuple[int, ...] = (1,)
 ) -> Callable[[Array], Array]:
     r"""``scale(t)``: how much more the data prediction :math:`\hat x_0` moves per unit
     of network output under ``parametrisation`` than under EDM's preconditioning,
@@ -90,17 +90,20 @@ def output_scale(
     dominated by the largest noise levels, where a unit of output error is
     :math:`\sigma` units of :math:`\hat x_0` (consistency tuning of the checkerboard
     teacher diverged so). Every parametrisation here is affine in the output, element
-    by element, so the slope is read from two evaluations of ``to_score``.
+    by element, so the slope is read from two evaluations of ``to_score`` at ``x = 0``
+    of the example ``shape`` (the data's, for a parametrisation with a base that needs
+    it), averaged over the example.
     """
 
     def scale(t: Array) -> Array:
-        x = jnp.zeros((jnp.shape(t)[0], 1), jnp.asarray(t).dtype)
+        x = jnp.zeros((jnp.shape(t)[0], *shape), jnp.asarray(t).dtype)
         a, s = sde.marginal(t)
         slope = parametrisation.to_score(sde, x, t, jnp.ones_like(x))
         slope = slope - parametrisation.to_score(sde, x, t, jnp.zeros_like(x))
         sigma = s / a
         c_out = sigma * sigma_data / jnp.sqrt(sigma**2 + sigma_data**2)
-        return jnp.abs(slope[:, 0]) * s**2 / a / c_out
+        slope = jnp.mean(jnp.abs(slope.reshape(slope.shape[0], -1)), axis=-1)
+        return slope * s**2 / a / c_out
 
     return scale
 

@@ -114,16 +114,18 @@ def pf_ode_step(score_fn, sde: sde_lib.AbstractSDE, solver: diffrax.AbstractSolv
     ``samplers.DPMSolverPP2S()``; a multistep solver takes its first, lowest-order step).
 
     Each example is its own one-step solve (``vmap`` over the batch, so a network sees
-    the batch at once). Example::
+    the batch at once); ``labels`` (``[B]``, for a class-conditional ``score_fn(x, t,
+    labels)``) are mapped with their examples. Example::
 
         step = samplers.pf_ode_step(oracle.score, vp, diffrax.Heun())
         x_next = step(x, jnp.full(16, 0.5), jnp.full(16, 0.4))
     """
     solver = bind(solver, sde)
 
-    def one(x, t_from, t_to):
+    def one(x, t_from, t_to, label):
         def score(y, t):  # the solver's batch of one, its time a scalar
-            return score_fn(y, jnp.broadcast_to(t, y.shape[:1]))
+            t = jnp.broadcast_to(t, y.shape[:1])
+            return score_fn(y, t) if label is None else score_fn(y, t, label[None])
 
         term = diffrax.ODETerm(reverse_pf_drift(score, sde))
         s0, s1, y0 = -t_from, -t_to, x[None]
@@ -131,9 +133,11 @@ def pf_ode_step(score_fn, sde: sde_lib.AbstractSDE, solver: diffrax.AbstractSolv
         y1, _, _, _, _ = solver.step(term, s0, s1, y0, None, state, made_jump=False)
         return y1[0]
 
-    def step(x: Array, t_from: Array, t_to: Array) -> Array:
+    def step(x: Array, t_from: Array, t_to: Array, labels: Array | None = None) -> Array:
         t_from = jnp.broadcast_to(jnp.asarray(t_from, x.dtype), x.shape[:1])
         t_to = jnp.broadcast_to(jnp.asarray(t_to, x.dtype), x.shape[:1])
-        return jax.vmap(one)(x, t_from, t_to)
+        if labels is None:
+            return jax.vmap(lambda *a: one(*a, None))(x, t_from, t_to)
+        return jax.vmap(one)(x, t_from, t_to, jnp.asarray(labels))
 
     return step

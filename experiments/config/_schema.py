@@ -155,8 +155,9 @@ class DistillConfig:
     # cd: "ict" (1 / (sigma_{n+1} - sigma_n), Song & Dhariwal 2023) | "uniform" (lambda = 1)
     weighting: str = "ict"
     # cd/ect: "edm" divides the loss by networks.output_scale (the weights as for EDM's
-    # network, whatever the student's parametrisation) | "none"
-    output_weighting: str = "edm"
+    # network, whatever the student's parametrisation) | "none" (checkerboard CD: 86.3% /
+    # 93.6% of 1/2-step samples on the board against 66.0% / 92.8% with "edm")
+    output_weighting: str = "none"
     sigma_data: float = 0.5  # cd/ect: c_skip, c_out of the boundary condition
     ect_q: float = 2.0  # ect: dt/t shrinks by q each stage (Geng et al. 2024: q = 2)
     ect_stages: int = 8  # ect: stages over train.steps

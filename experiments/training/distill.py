@@ -293,7 +293,7 @@ def objective(run: Run, teacher_score, stage_steps: int | None = None):
 
     scale = None
     if d.output_weighting == "edm":
-        scale = networks.output_scale(forward, param, d.sigma_data)
+        scale = networks.output_scale(forward, param, d.sigma_data, run.source.shape)
 
     def _student_consistency(model, labels):
         score = student_score(model, labels)
@@ -305,7 +305,8 @@ def objective(run: Run, teacher_score, stage_steps: int | None = None):
 
         def loss(model, x0, key, step, labels):
             f = _student_consistency(model, labels)
-            teacher = samplers.pf_ode_step(_labelled(teacher_score, labels), forward, solver)
+            step_fn = samplers.pf_ode_step(teacher_score, forward, solver)
+            teacher = step_fn if labels is None else (lambda x, a, b: step_fn(x, a, b, labels))
             return sde_lib.consistency_distillation_loss(
                 f, teacher, forward, x0, key, ts=ts, distance_kind=d.distance,
                 huber_c=d.huber_c, weighting=d.weighting, output_scale=scale,

@@ -278,3 +278,23 @@ def test_output_scale_is_each_parametrisations_slope_against_edms(forward):
     for param, want in expect.items():
         got = networks.output_scale(forward, param, sd)(t)
         np.testing.assert_allclose(got, want, rtol=2e-5, err_msg=type(param).__name__)
+
+
+def test_pf_ode_step_maps_labels_with_their_examples():
+    """A class-conditional teacher's step: each row moves under its own label's score,
+    as the same step of that label alone."""
+
+    def score(x, t, labels):
+        return -(x - labels[:, None].astype(x.dtype))
+
+    x = jax.random.normal(jax.random.key(0), (6, 2))
+    labels = jnp.array([0, 1, 2, 0, 1, 2])
+    t_from, t_to = jnp.full(6, 0.6), jnp.full(6, 0.5)
+    got = samplers.pf_ode_step(score, VP, diffrax.Heun())(x, t_from, t_to, labels)
+    for c in range(3):
+        alone = samplers.pf_ode_step(
+            lambda y, t, c=c: score(y, t, jnp.full(y.shape[:1], c)), VP, diffrax.Heun()
+        )(x, t_from, t_to)
+        rows = np.asarray(labels) == c
+        np.testing.assert_allclose(got[rows], alone[rows], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(got[0], got[1])
