@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cli, training
+from experiments import build, cli, training
 from experiments import config as config_lib
 from experiments.run import Run
 from experiments.training import checkpoint
@@ -76,8 +76,14 @@ def test_student_work_dir_samples_with_its_method(students, method, capsys):
 def test_students_start_from_the_teacher_and_move(students, teacher):
     t_state = _weights(teacher)
     for method, (_, final) in students.items():
-        if method == "meanflow":  # the interval embedding is new; the rest is the teacher's
+        if method == "meanflow":  # a fresh RF network with the interval embedding
             assert final.keys() > t_state.keys() and any("interval" in k for k in final)
+            s_cfg = config_lib.read(students[method][0] / "config.json")
+            t_cfg = config_lib.read(teacher / "config.json")
+            vp, rf = build.sde(t_cfg.sde), build.sde(s_cfg.sde)
+            assert s_cfg.model.parametrisation == "velocity" and s_cfg.sde.name == "rf"
+            for t_vp, t_rf in [(vp.T, rf.T), (t_cfg.eval.sample_eps, s_cfg.eval.sample_eps)]:
+                assert float(rf.log_snr(t_rf)) == pytest.approx(float(vp.log_snr(t_vp)), abs=1e-4)
         else:
             assert final.keys() == t_state.keys(), method
         assert any(not np.array_equal(final[k], t_state[k]) for k in t_state), method
@@ -121,6 +127,14 @@ def test_resume_ends_at_the_uninterrupted_weights(
         (["--method", "cd", "--teacher", "TEACHER", "distill.steps_n=1"], "steps_n must be"),
         (["--method", "pd", "--teacher", "TEACHER", "distill.pd_start=6"], "power of 2"),
         (["--method", "ect", "--teacher", "TEACHER", "distill.distance=l1"], "distance must"),
+        (
+            ["--method", "meanflow", "--teacher", "TEACHER", "distill.meanflow_path=ve"],
+            "meanflow_path must be one of rf, teacher",
+        ),
+        (
+            ["--method", "cd", "--teacher", "TEACHER", "distill.output_weighting=x"],
+            "output_weighting must be one of edm, none",
+        ),
     ],
 )
 def test_bad_requests_are_one_line(teacher, tmp_path, capsys, argv, message):
