@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import equinox as eqx
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, ArrayLike, Float
@@ -28,6 +27,7 @@ from sde import AbstractSDE, expand_time
 
 from ._embedding import broadcast_cond
 from ._parametrisation import AbstractParametrisation
+from ._score_function import NetworkSnapshot
 
 
 def mean_flow_fn(
@@ -52,7 +52,7 @@ def mean_flow_fn(
     return u
 
 
-class MeanFlowFunction(eqx.Module):
+class MeanFlowFunction(NetworkSnapshot):
     """A pure average velocity ``u(x, r, t, labels=None)``: a network snapshot, as
     :class:`networks.ScoreFunction` (new weights or keys do not recompile).
 
@@ -61,21 +61,6 @@ class MeanFlowFunction(eqx.Module):
         u = networks.MeanFlowFunction.from_module(model, rf, networks.VelocityPrediction())
         x, stats = samplers.sample_meanflow(mean_flow=u, sde=rf, shape=(64, 2), key=key)
     """
-
-    graphdef: nnx.GraphDef = eqx.field(static=True)
-    state: nnx.State
-    sde: AbstractSDE
-    parametrisation: AbstractParametrisation
-
-    @classmethod
-    def from_module(
-        cls, model: nnx.Module, sde: AbstractSDE, parametrisation: AbstractParametrisation
-    ) -> MeanFlowFunction:
-        """Snapshot ``model`` in eval mode without changing it."""
-        snapshot = nnx.clone(model)
-        snapshot.eval()
-        graphdef, state = nnx.split(snapshot)
-        return cls(graphdef, state, sde, parametrisation)
 
     def __call__(self, x: Array, r: ArrayLike, t: ArrayLike, labels=None) -> Array:
         model = nnx.merge(self.graphdef, self.state)

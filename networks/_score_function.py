@@ -37,7 +37,30 @@ def score_fn(
     return f
 
 
-class ScoreFunction(eqx.Module):
+class NetworkSnapshot(eqx.Module):
+    """A network frozen for pure use: its structure (static), its variables (a pytree of
+    arrays, so new weights do not recompile), the SDE and the parametrisation. The
+    callables built on it (:class:`ScoreFunction`, :class:`networks.MeanFlowFunction`)
+    add only ``__call__``."""
+
+    graphdef: nnx.GraphDef = eqx.field(static=True)
+    state: nnx.State
+    sde: AbstractSDE
+    parametrisation: AbstractParametrisation
+
+    @classmethod
+    def from_module(
+        cls, model: nnx.Module, sde: AbstractSDE, parametrisation: AbstractParametrisation
+    ):
+        """Snapshot ``model`` in eval mode (dropout off) without changing ``model``:
+        later in-place updates of ``model`` (optimiser steps) do not reach the snapshot."""
+        snapshot = nnx.clone(model)
+        snapshot.eval()
+        graphdef, state = nnx.split(snapshot)
+        return cls(graphdef, state, sde, parametrisation)
+
+
+class ScoreFunction(NetworkSnapshot):
     """A pure score function ``f(x, t)``: a network snapshot plus its parametrisation.
 
     ``graphdef`` (the network's structure) is a static field and ``state`` (its
@@ -50,22 +73,6 @@ class ScoreFunction(eqx.Module):
         f = networks.ScoreFunction.from_module(model, vp, networks.NoisePrediction())
         x, stats = samplers.sample_ode(score_fn=f, sde=vp, shape=(64, 2), key=key)
     """
-
-    graphdef: nnx.GraphDef = eqx.field(static=True)
-    state: nnx.State
-    sde: AbstractSDE
-    parametrisation: AbstractParametrisation
-
-    @classmethod
-    def from_module(
-        cls, model: nnx.Module, sde: AbstractSDE, parametrisation: AbstractParametrisation
-    ) -> ScoreFunction:
-        """Snapshot ``model`` in eval mode (dropout off) without changing ``model``:
-        later in-place updates of ``model`` (optimiser steps) do not reach the snapshot."""
-        snapshot = nnx.clone(model)
-        snapshot.eval()
-        graphdef, state = nnx.split(snapshot)
-        return cls(graphdef, state, sde, parametrisation)
 
     def __call__(
         self, x: Float[Array, "B ..."], t: ArrayLike, labels=None

@@ -29,7 +29,9 @@ from ._meanflow import meanflow_times as meanflow_times
 from ._meanflow import pf_velocity as pf_velocity
 from ._mixture import GaussianMixture as GaussianMixture
 from ._mixture import MixtureOracle as MixtureOracle
+from ._path_change import PATH_TARGETS as PATH_TARGETS
 from ._path_change import PathChange as PathChange
+from ._path_change import matched_path as matched_path
 from ._rectified_flow import RectifiedFlow as RectifiedFlow
 from ._time_sampling import NormalLogSNR as NormalLogSNR
 from ._time_sampling import TimeSampling as TimeSampling
@@ -64,6 +66,8 @@ __all__ = [
     "MixtureOracle",
     "NormalLogSNR",
     "PathChange",
+    "PATH_TARGETS",
+    "matched_path",
     "RectifiedFlow",
     "ScoreFn",
     "SubVPSDE",

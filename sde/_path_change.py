@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 from jaxtyping import Array, ArrayLike, Float
 
@@ -44,3 +46,24 @@ class PathChange(eqx.Module):
         ratio = self.trained_on.mean_coeff(t_trained) / self.used_on.mean_coeff(t)
         ratio = expand_time(ratio, x)
         return ratio * self.score_fn(ratio * x, t_trained)
+
+
+PATH_TARGETS = ("rf", "edm")
+
+
+def matched_path(trained_on: AbstractSDE, kind: str, eps: float) -> tuple[AbstractSDE, float]:
+    """``(used_on, eps')``: the ``kind`` path (``"rf"`` or ``"edm"``) whose log-SNR runs
+    over the same range as ``trained_on`` on ``[eps, T]``, and its ``eps'``. Example::
+
+        rf, eps_rf = sde.matched_path(sde.VPSDE(), "rf", 1e-3)  # T' = 0.9935, eps' = 0.0104
+    """
+    from ._edm import EDMSDE
+    from ._rectified_flow import RectifiedFlow
+
+    lam_T, lam_eps = float(trained_on.log_snr(trained_on.T)), float(trained_on.log_snr(eps))
+    if kind == "rf":  # lambda = log((1 - t) / t), so t = 1 / (1 + e^lambda)
+        return RectifiedFlow(t_max=1 / (1 + math.exp(lam_T))), 1 / (1 + math.exp(lam_eps))
+    if kind == "edm":  # lambda = -log sigma, t = sigma
+        edm = EDMSDE(sigma_min=math.exp(-lam_eps), sigma_max=math.exp(-lam_T))
+        return edm, math.exp(-lam_eps)
+    raise ValueError(f"kind must be one of {PATH_TARGETS}, got {kind!r}")

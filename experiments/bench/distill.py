@@ -38,11 +38,8 @@ from experiments.timing import ratios, time_calls
 def _networks(name: str):
     """``(run, meanflow_run)`` of config ``name``: the score model, and the same network
     with MeanFlow's second time input."""
-    extra = ["data.directory=../shared/data/mnist"] if name == "mnist" else []
-    run = Run.create(config_lib.load(name, extra))
-    mf = Run.create(
-        config_lib.load(name, [*extra, "model.interval_time=true", "distill.method=meanflow"])
-    )
+    run = Run.create(config_lib.load(name))
+    mf = Run.create(config_lib.load(name, ["model.interval_time=true", "distill.method=meanflow"]))
     return run, mf
 
 

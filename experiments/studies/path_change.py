@@ -37,21 +37,7 @@ import sde as sde_lib
 from experiments._parser import Parser
 from experiments.run import Run
 
-TARGETS = ("rf", "edm")
-
-
-def matched_path(trained_on: sde_lib.AbstractSDE, kind: str, eps: float):
-    """``(used_on, eps')``: the ``kind`` path whose log-SNR runs over the same range as
-    ``trained_on`` on ``[eps, T]``."""
-    lam_T = float(trained_on.log_snr(trained_on.T))
-    lam_eps = float(trained_on.log_snr(eps))
-    if kind == "rf":  # lambda = log((1 - t) / t), so t = 1 / (1 + e^lambda)
-        return sde_lib.RectifiedFlow(t_max=1 / (1 + math.exp(lam_T))), 1 / (1 + math.exp(lam_eps))
-    if kind == "edm":  # lambda = -log sigma, t = sigma
-        return sde_lib.EDMSDE(sigma_min=math.exp(-lam_eps), sigma_max=math.exp(-lam_T)), math.exp(
-            -lam_eps
-        )
-    raise ValueError(f"--to must be one of {TARGETS}, got {kind!r}")
+TARGETS = sde_lib.PATH_TARGETS
 
 
 def _ratio(trained_on, used_on, t_used) -> float:
@@ -62,7 +48,7 @@ def _ratio(trained_on, used_on, t_used) -> float:
 
 def compare(run: Run, kind: str, *, n: int, n_lik: int, rtol: float, eps: float, seed: int):
     forward, score_fn = run.sde, run.score_function()
-    used_on, eps_used = matched_path(forward, kind, eps)
+    used_on, eps_used = sde_lib.matched_path(forward, kind, eps)
     changed = sde_lib.PathChange(score_fn, trained_on=forward, used_on=used_on)
     shape, key = (n, *run.source.shape), jax.random.key(seed)
 

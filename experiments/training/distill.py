@@ -171,7 +171,7 @@ def student_config(
 
 def rf_path(teacher_cfg: config_lib.Config) -> list[str]:
     """Overrides that put a MeanFlow student on the rectified-flow path with the log-SNR
-    range of the teacher's ``[eps, T]`` (``t = 1 / (1 + e^lambda)``), as a fresh
+    range of the teacher's ``[eps, T]`` (:func:`sde.matched_path`), as a fresh
     velocity-prediction network (the MeanFlow paper's setting); ``[]`` for an RF teacher.
 
     Why: the average velocity over ``[r, t]`` is what the student learns, and on the VP
@@ -181,9 +181,8 @@ def rf_path(teacher_cfg: config_lib.Config) -> list[str]:
     """
     if teacher_cfg.sde.name == "rf":
         return []
-    forward, eps = build.sde(teacher_cfg.sde), teacher_cfg.eval.sample_eps
-    lam_T, lam_eps = float(forward.log_snr(forward.T)), float(forward.log_snr(eps))
-    t_max, t_min = 1 / (1 + math.exp(lam_T)), 1 / (1 + math.exp(lam_eps))
+    rf, t_min = sde_lib.matched_path(build.sde(teacher_cfg.sde), "rf", teacher_cfg.eval.sample_eps)
+    t_max = float(rf.T)
     return [
         "sde.name=rf", f"sde.t_max={t_max!r}", f"eval.sample_eps={t_min!r}",
         f"train.eps={t_min!r}", "model.parametrisation=velocity", "model.histogram_base=false",
